@@ -1,0 +1,60 @@
+"""``trainctl``: one click CLI over every tool. Each script people run by path defines its click
+command/group in its own module; this root only collects them (imports are lazy so that
+``trainctl --help`` does not import torch)."""
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import click
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# (command name, module, attribute). A module that does not exist yet is skipped.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("config", "trainer.config.cli", "config_group"),
+    ("model", "tools.models.cli", "model_group"),
+    ("train", "core.train", "train_command"),
+    ("data", "tools.data.cli", "data_group"),
+    ("daemon", "core.training_daemon", "daemon_group"),
+    ("queue", "core.training_queue", "queue_group"),
+    ("pause", "core.training_controller", "pause_command"),
+    ("resume", "core.training_controller", "resume_command"),
+    ("stop", "core.training_controller", "stop_command"),
+    ("skip", "core.training_controller", "skip_command"),
+    ("status", "core.training_controller", "status_command"),
+    ("models", "core.model_db", "models_group"),
+    ("serve", "inference.cli", "serve_command"),
+    ("deploy", "monitoring.deployment_orchestrator", "deploy_group"),
+    ("eval", "monitoring.cli", "eval_group"),
+    ("syllo", "tools.data.generate_syllo_batch", "syllo_command"),
+    ("monitor", "monitoring.servers.live_monitor", "monitor_command"),
+]
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name, mod, _ in COMMANDS if _module_exists(mod)]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        for cmd_name, mod, attr in COMMANDS:
+            if cmd_name == name and _module_exists(mod):
+                cmd = getattr(importlib.import_module(mod), attr)
+                return cmd
+        return None
+
+
+def _module_exists(mod: str) -> bool:
+    root = Path(__file__).resolve().parents[1]
+    return (root / (mod.replace(".", "/") + ".py")).exists()
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Continuous fine-tuning: drop .jsonl into inbox/, it is trained, evaluated and deployed."""
+
+
+if __name__ == "__main__":
+    main()

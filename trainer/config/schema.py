@@ -1,0 +1,234 @@
+"""Typed configuration. Every field has a docstring (the string right below it), read by
+``trainctl config show --explain``. Constraints live in field metadata (``choices``, ``min``,
+``max``) and are checked by ``trainer.config.loader`` with messages that name the dotted key.
+
+Precedence: defaults < config.json < environment (``TRAINER__SECTION__KEY=value``) < CLI flags.
+The folder layout is fixed by the design card under one base dir (``--base-dir`` /
+``$TRAINER_BASE_DIR``); config paths that are relative are taken from that base dir.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def f(default: Any = None, *, factory: Any = None, **meta: Any) -> Any:
+    """A dataclass field with validation metadata."""
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# Keys that change what "the model" is: edit_config refuses them without --force.
+PROTECTED_KEYS = ("model.model_name", "model.base_model", "data.max_length")
+
+
+@dataclass
+class ModelConfig:
+    model_path: str = f("models/tiny-qwen3")
+    """Local Hugging Face model directory to start from when models/current_model/ is empty
+    (relative paths are from the base dir). Any causal LM folder works, e.g. a Qwen3-0.6B download."""
+    model_name: str = f("tiny-qwen3")
+    """Display name of the model lineage; protected (changing it starts a different lineage)."""
+    base_model: str = f("models/tiny-qwen3")
+    """The base model the lineage started from; protected."""
+    trust_remote_code: bool = f(False)
+    """Allow custom modelling code from the model folder (off: only built-in architectures)."""
+
+
+@dataclass
+class LoraConfig:
+    r: int = f(16, min=1, max=1024)
+    """LoRA rank."""
+    alpha: int = f(32, min=1)
+    """LoRA scaling numerator (scale = alpha / r)."""
+    dropout: float = f(0.05, min=0.0, max=0.9)
+    """Dropout on the LoRA branch."""
+    target_modules: list = f(factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    """Module names that get adapters."""
+
+
+@dataclass
+class TrainingConfig:
+    method: str = f("full", choices=["full", "lora"])
+    """full fine-tuning, or LoRA adapters (merged into full weights on export)."""
+    learning_rate: float = f(2e-4, min=0.0, max=1.0, exclusive_min=True)
+    """Peak learning rate."""
+    lr_scheduler: str = f("constant_with_warmup", choices=["constant_with_warmup", "cosine", "linear", "constant"])
+    """Schedule. Continuous training uses constant_with_warmup by default: warm-up happens once per
+    lineage (global steps), never again per file. cosine/linear decay over each file's steps."""
+    warmup_steps: int = f(10, min=0)
+    """Warm-up steps, counted on the global step (not restarted per file)."""
+    per_device_batch_size: int = f(8, min=1, max=4096)
+    """Examples per device per micro-batch."""
+    gradient_accumulation_steps: int = f(1, min=1, max=4096)
+    """Micro-batches per optimizer step."""
+    num_epochs: float = f(1.0, min=0.0, exclusive_min=True)
+    """Passes over each file (ignored when max_steps > 0)."""
+    max_steps: int = f(-1, min=-1)
+    """Optimizer steps per file; -1 means from num_epochs."""
+    weight_decay: float = f(0.0, min=0.0)
+    """AdamW weight decay."""
+    max_grad_norm: float = f(1.0, min=0.0)
+    """Gradient clipping norm (0 disables)."""
+    logging_steps: int = f(5, min=1)
+    """Steps between log lines and status-file updates."""
+    eval_steps: int = f(50, min=0)
+    """Steps between validation-set evaluations (0: only at the end of a file)."""
+    save_steps: int = f(50, min=1)
+    """Steps between checkpoints (a checkpoint is also written at the end of each file)."""
+    save_total_limit: int = f(5, min=1)
+    """Checkpoints kept per job folder (older ones are pruned)."""
+    seed: int = f(42)
+    """Random seed (data order, dropout, initialisation of LoRA)."""
+    precision: str = f("auto", choices=["auto", "fp32", "bf16", "fp16"])
+    """Dtype for model load and training: auto = bf16 on CUDA that supports it, else fp32 (CPU).
+    fp16 trains with a loss scaler (master weights fp32)."""
+    gradient_checkpointing: bool = f(False)
+    """Trade compute for memory."""
+    group_by_length: bool = f(True)
+    """Length-grouped batches (little padding on skewed data)."""
+    num_processes: int = f(1, min=1, max=1024)
+    """Training processes; > 1 launches the trainer child with accelerate launch (DDP)."""
+    accelerate_config: str = f("")
+    """Optional accelerate config file (FSDP / DeepSpeed / multi-node) for num_processes > 1."""
+    device: str = f("auto", choices=["auto", "cpu", "cuda"])
+    """Where to train: auto = CUDA when available."""
+    dataloader_num_workers: int = f(0, min=0, max=64)
+    """DataLoader worker processes."""
+    lora: LoraConfig = f(factory=LoraConfig)
+    """LoRA options (training.method = "lora")."""
+
+
+@dataclass
+class DataConfig:
+    max_length: int = f(512, min=16, max=1_048_576)
+    """Maximum tokens per example (protected)."""
+    overlong_policy: str = f("truncate", choices=["truncate", "drop", "fail"])
+    """What to do with an example longer than max_length: truncate it, drop it, or fail the file."""
+    loss_on: str = f("assistant", choices=["assistant", "last_assistant", "all"])
+    """Which tokens get a loss: every assistant turn, the last assistant turn only, or all tokens."""
+    drop_duplicates: bool = f(True)
+    """Exact duplicate examples are reported and trained once."""
+    max_line_bytes: int = f(10_000_000, min=1024)
+    """A line longer than this is rejected without being parsed."""
+    validation_dir: str = f("data/validation")
+    """Fixed validation suite (*.jsonl), never trained on."""
+    max_eval_examples: int = f(256, min=1)
+    """Validation examples used for validation_loss during training."""
+
+
+@dataclass
+class ProfileConfig:
+    name: str = f("plain")
+    """Data profile (trainer/profiles/): plain, emoji_think, regime3."""
+    system_prompt: str = f("")
+    """System prompt template ({date} is replaced); empty uses the profile's default."""
+    options: dict = f(factory=dict)
+    """Profile-specific options (see the profile's docstring)."""
+
+
+@dataclass
+class DaemonConfig:
+    use_polling_observer: bool = f(False)
+    """Watch inbox/ by polling instead of inotify."""
+    poll_interval: float = f(1.0, min=0.05, max=3600)
+    """Seconds between polls (polling observer and queue rescans)."""
+    file_stable_seconds: float = f(0.5, min=0.0, max=3600)
+    """A file whose size has not changed for this long counts as complete (when no close-after-write is seen)."""
+    heartbeat_interval: float = f(2.0, min=0.1, max=3600)
+    """Seconds between status heartbeats."""
+    oom_max_retries: int = f(2, min=0, max=10)
+    """Out-of-memory retries per job (each halves the per-device batch, doubles accumulation)."""
+    keep_warm_child: bool = f(True)
+    """Keep a trainer child with torch/transformers imported, waiting for the next job."""
+
+
+@dataclass
+class MonitoringConfig:
+    status_interval: float = f(2.0, min=0.1)
+    """Seconds between status writes of the sidecar daemons."""
+    live_monitor_host: str = f("127.0.0.1")
+    """Bind address of the live dashboard."""
+    live_monitor_port: int = f(8780, min=1, max=65535)
+    """Port of the live dashboard."""
+
+
+@dataclass
+class InferenceConfig:
+    host: str = f("127.0.0.1")
+    """Bind address; a non-loopback address requires API keys."""
+    port: int = f(8765, min=1, max=65535)
+    """Port."""
+    api_key: str = f("")
+    """Read key (Bearer) for the API; empty: none required ($INFERENCE_API_KEY overrides)."""
+    admin_api_key: str = f("")
+    """Admin key for /models/reload; empty: none required ($INFERENCE_ADMIN_KEY overrides)."""
+    device: str = f("auto", choices=["auto", "cpu", "cuda"])
+    """Device for serving."""
+    max_batch_size: int = f(16, min=1, max=1024)
+    """Most requests decoded together."""
+    max_queue: int = f(256, min=1)
+    """Waiting requests beyond which the server answers 429."""
+    default_max_tokens: int = f(128, min=1)
+    """max_tokens when a request gives none."""
+    model_dir: str = f("models/deployed")
+    """Where deployed versions live; reload only accepts versions under models/."""
+
+
+@dataclass
+class EvaluationConfig:
+    interval: float = f(10.0, min=0.1)
+    """Seconds between scans for new checkpoints."""
+    mode: str = f("local", choices=["local", "server"])
+    """Run the suite in-process (local) or through the inference server."""
+    device: str = f("cpu", choices=["auto", "cpu", "cuda"])
+    """Device for local evaluation."""
+    max_new_tokens: int = f(64, min=1)
+    """Greedy decoding budget per suite item."""
+    max_items: int = f(200, min=1)
+    """Suite items evaluated per checkpoint."""
+    weight_loss: float = f(0.4, min=0.0)
+    """Composite score weight of (normalised) validation loss."""
+    weight_accuracy: float = f(0.5, min=0.0)
+    """Composite score weight of accuracy."""
+    weight_calibration: float = f(0.1, min=0.0)
+    """Composite score weight of (1 - ECE)."""
+    regression_loss_ratio: float = f(1.15, min=1.0)
+    """Flag a checkpoint whose validation loss is above best * this."""
+    regression_accuracy_drop: float = f(0.10, min=0.0, max=1.0)
+    """Flag a checkpoint whose accuracy is below best minus this."""
+
+
+@dataclass
+class DeploymentConfig:
+    interval: float = f(30.0, min=0.1)
+    """Seconds between deployment checks (also triggered by status/model_comparisons.json changing)."""
+    strategy: str = f("best_ranked", choices=["best_ranked", "newest"])
+    """best_ranked: top of model_comparisons.json; newest: newest complete checkpoint."""
+    smoke_prompt: str = f("Say hello.")
+    """Prompt of the post-deploy smoke completion."""
+    keep_versions: int = f(5, min=1)
+    """Deployed versions kept under models/deployed/."""
+
+
+@dataclass
+class Config:
+    model: ModelConfig = f(factory=ModelConfig)
+    """Which model to train."""
+    training: TrainingConfig = f(factory=TrainingConfig)
+    """Hyperparameters and precision."""
+    data: DataConfig = f(factory=DataConfig)
+    """Data loading, validation and masking."""
+    profile: ProfileConfig = f(factory=ProfileConfig)
+    """Data profile."""
+    daemon: DaemonConfig = f(factory=DaemonConfig)
+    """Training daemon."""
+    monitoring: MonitoringConfig = f(factory=MonitoringConfig)
+    """Status and dashboard."""
+    inference: InferenceConfig = f(factory=InferenceConfig)
+    """Inference server."""
+    evaluation: EvaluationConfig = f(factory=EvaluationConfig)
+    """Automated tests, comparison, regression."""
+    deployment: DeploymentConfig = f(factory=DeploymentConfig)
+    """Deployment orchestrator."""
