@@ -40,3 +40,30 @@ def write_status(path: str | os.PathLike, payload: dict[str, Any], *, daemon: bo
 def read_status(path: str | os.PathLike) -> dict[str, Any] | None:
     doc = read_json(path)
     return doc if isinstance(doc, dict) else None
+
+
+def update_status(path: str | os.PathLike, patch: dict[str, Any], *, daemon: bool = True,
+                  clock: Callable[[], float] | None = None,
+                  schema_version: int = SCHEMA_VERSION) -> dict[str, Any]:
+    """Merge ``patch`` into a status file shared by several writers (e.g. the training daemon and
+    its trainer child each own some keys of training_status.json). The read-modify-write is done
+    under an exclusive flock on ``<file>.lock`` so no writer loses another's keys; the write itself
+    is atomic, so lock-free readers never see partial JSON."""
+    import fcntl
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(path.name + ".lock")
+    with open(lock_path, "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            doc = read_status(path) or {}
+            doc.update(patch)
+            now = utc_now_iso(clock)
+            doc["schema_version"] = schema_version
+            doc["updated_at"] = now
+            if daemon:
+                doc["heartbeat_at"] = now  # each writer puts its own pid key in ``patch``
+            atomic_write_json(path, doc)
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    return doc

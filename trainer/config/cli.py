@@ -1,0 +1,53 @@
+"""``trainctl config show|validate|edit``."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from trainer.config.loader import ConfigError, config_to_dict, explain, load_config, parse_value
+
+
+@click.group("config")
+def config_group() -> None:
+    """Show, validate and edit the configuration."""
+
+
+@config_group.command("show")
+@click.option("--base-dir", default=None, help="Runtime base dir.")
+@click.option("--config", "config_file", default=None, help="Config file (default: <base-dir>/config.json).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a key (as a CLI flag would).")
+@click.option("--explain", "explain_flag", is_flag=True, help="One line per key with its documentation.")
+def show(base_dir, config_file, sets, explain_flag):
+    """Print the effective config (defaults < config.json < environment < --set)."""
+    try:
+        overrides = [(s.split("=", 1)[0], parse_value(s.split("=", 1)[1])) for s in sets if "=" in s]
+        cfg = load_config(config_file, base_dir=base_dir, overrides=overrides)
+    except ConfigError as e:
+        raise click.ClickException(str(e))
+    if explain_flag:
+        for key, value, doc in explain(cfg):
+            click.echo(f"{key} = {json.dumps(value, ensure_ascii=False)}\n    {doc}")
+    else:
+        click.echo(json.dumps(config_to_dict(cfg), indent=2, ensure_ascii=False))
+
+
+@config_group.command("validate")
+@click.argument("file", required=False)
+@click.option("--base-dir", default=None)
+def validate_cmd(file, base_dir):
+    """Exit 0 when FILE (default config.json) is valid, 1 with the list of problems."""
+    from safety.config_validator import run
+    sys.exit(run(file, base_dir))
+
+
+@config_group.command("edit")
+@click.argument("key")
+@click.argument("value")
+@click.option("--force", is_flag=True, help="Allow changing a protected key (model_name, base_model, max_length).")
+@click.option("--base-dir", default=None)
+def edit_cmd(key, value, force, base_dir):
+    """Set KEY (dotted, e.g. training.learning_rate) to VALUE, validated, atomically, with a backup."""
+    from tools.config.edit_config import run
+    sys.exit(run(key, value, force=force, base_dir=base_dir))

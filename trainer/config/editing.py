@@ -1,0 +1,70 @@
+"""Validated, atomic edits of config.json (dotted keys), with a backup of the previous file.
+
+Protected keys (``PROTECTED_KEYS``: they change what "the model" is) need ``force=True``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from core.atomic_io import atomic_write_text
+from trainer.config.loader import (ConfigError, deep_merge, env_overrides, get_dotted, read_config_file,
+                                   set_dotted, validate_dict)
+from trainer.config.schema import PROTECTED_KEYS
+
+
+class ProtectedKeyError(PermissionError):
+    pass
+
+
+def _leaf_name(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def is_protected(key: str) -> bool:
+    return key in PROTECTED_KEYS or _leaf_name(key) in {_leaf_name(k) for k in PROTECTED_KEYS}
+
+
+def edit_config(config_file: str | Path, key: str, value: Any, *, force: bool = False,
+                backups_dir: str | Path | None = None) -> dict:
+    """Set ``key`` (dotted) to ``value`` in ``config_file``. Returns the change made.
+
+    The new file must validate (including the unknown-key check) before anything is written; the
+    previous file is copied to ``backups/config-<timestamp>.json`` first; the write is atomic."""
+    config_file = Path(config_file)
+    if is_protected(key) and not force:
+        raise ProtectedKeyError(f"'{key}' is protected (changing it changes the model lineage); "
+                                f"pass --force to change it anyway")
+    data = read_config_file(config_file)
+    try:
+        old = get_dotted(data, key)
+    except KeyError:
+        old = None
+    new_data = json.loads(json.dumps(data))
+    set_dotted(new_data, key, value)
+    validate_dict(new_data, str(config_file))  # raises ConfigError naming the key
+    backup = None
+    if config_file.exists():
+        bdir = Path(backups_dir) if backups_dir else config_file.parent / "backups"
+        bdir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        backup = bdir / f"config-{stamp}.json"
+        shutil.copy2(config_file, backup)
+    atomic_write_text(config_file, json.dumps(new_data, indent=2, ensure_ascii=False) + "\n")
+    return {"key": key, "old": old, "new": value, "file": str(config_file),
+            "backup": str(backup) if backup else None}
+
+
+def check_config_file(config_file: str | Path, environ=None) -> list[str]:
+    """All problems of a config file (plus environment overrides); [] when valid."""
+    try:
+        data = read_config_file(config_file)
+        if not Path(config_file).exists():
+            return [f"{config_file}: no such file"]
+        validate_dict(deep_merge(data, env_overrides(environ)), str(config_file))
+    except ConfigError as e:
+        return list(e.problems)
+    return []
