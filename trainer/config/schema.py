@@ -142,6 +142,20 @@ class DaemonConfig:
     """Out-of-memory retries per job (each halves the per-device batch, doubles accumulation)."""
     keep_warm_child: bool = f(True)
     """Keep a trainer child with torch/transformers imported, waiting for the next job."""
+    stop_timeout: float = f(300.0, min=1.0, max=86400)
+    """Seconds a stop (SIGTERM or control/.stop) waits for the checkpoint at the next step
+    boundary before the trainer child is killed (the job then resumes from its previous checkpoint)."""
+    stall_timeout: float = f(1800.0, min=0.0, max=604800)
+    """A job with no optimizer step for this long (not paused) is killed and reported as a hang;
+    0 disables. Must exceed the slowest step plus model load and evaluation time."""
+    max_job_restarts: int = f(3, min=0, max=1000)
+    """Times a job whose trainer process died (killed, segfault) is resumed from its last
+    checkpoint before the file is quarantined."""
+    child_max_jobs: int = f(16, min=1, max=100000)
+    """Jobs one warm trainer child runs before a fresh process replaces it (1: a new process per
+    job). A child whose job failed is always replaced (clean CUDA context for an OOM retry)."""
+    log_keep_days: int = f(14, min=1, max=3650)
+    """Daily log files kept in logs/ (training_daemon.log.*, trainer_child.log.*)."""
 
 
 @dataclass
@@ -174,6 +188,14 @@ class InferenceConfig:
     """max_tokens when a request gives none."""
     model_dir: str = f("models/deployed")
     """Where deployed versions live; reload only accepts versions under models/."""
+    batch_wait_ms: float = f(10.0, min=0.0, max=10_000)
+    """Longest a waiting request is held back so that it can be prefilled together with others
+    (it joins at once when enough requests wait to fill the free batch slots)."""
+    serve_base_model_when_empty: bool = f(True)
+    """When nothing is deployed yet (no models/deployed/current), serve model.model_path as version "base"."""
+    num_threads: int = f(0, min=0, max=1024)
+    """Torch CPU threads of the server; 0: torch's default (honours $OMP_NUM_THREADS). On a busy
+    shared CPU, 1 is often much faster than several threads competing for the cores."""
 
 
 @dataclass
@@ -198,6 +220,10 @@ class EvaluationConfig:
     """Flag a checkpoint whose validation loss is above best * this."""
     regression_accuracy_drop: float = f(0.10, min=0.0, max=1.0)
     """Flag a checkpoint whose accuracy is below best minus this."""
+    batch_size: int = f(32, min=1, max=4096)
+    """Suite items generated together (local mode)."""
+    server_url: str = f("")
+    """Inference server base URL for mode "server"; empty: http://<inference.host>:<inference.port>."""
 
 
 @dataclass
@@ -210,6 +236,15 @@ class DeploymentConfig:
     """Prompt of the post-deploy smoke completion."""
     keep_versions: int = f(5, min=1)
     """Deployed versions kept under models/deployed/."""
+    poll_interval: float = f(0.5, min=0.05, max=3600)
+    """Seconds between checks of status/model_comparisons.json and the checkpoint folders for changes
+    (a change triggers a deployment check at once, without waiting for interval)."""
+    server_url: str = f("")
+    """Inference server to deploy to; empty: http://<inference.host>:<inference.port>."""
+    smoke_max_tokens: int = f(8, min=1, max=4096)
+    """max_tokens of the post-deploy smoke completion."""
+    request_timeout: float = f(120.0, min=1.0)
+    """Seconds the orchestrator waits for a reload or the smoke completion."""
 
 
 @dataclass

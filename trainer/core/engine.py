@@ -351,7 +351,9 @@ class TrainerEngine:
         if not report.ok:
             raise DataError(f"{dataset}: not trainable: {report.summary()}", report.to_dict())
         system_prompt = profile.render_system_prompt(cfg.profile.system_prompt or None)
-        return [profile.transform_example(ex, i, system_prompt) for i, ex in enumerate(report.examples)]
+        # Plain-text records are language-modelling data: no chat framing, no profile.
+        return [ex if "text" in ex else profile.transform_example(ex, i, system_prompt)
+                for i, ex in enumerate(report.examples)]
 
     def _eval_records(self, job: TrainJob, cfg: Config, tokenizer) -> list[dict]:
         from trainer.core.records import normalize_record
@@ -371,10 +373,11 @@ class TrainerEngine:
                     if not line:
                         continue
                     try:
-                        recs.append(profile.transform_example(normalize_record(json.loads(line)), len(recs),
-                                                              system_prompt))
-                    except Exception:
-                        continue
+                        rec = normalize_record(json.loads(line))
+                        recs.append(rec if "text" in rec else
+                                    profile.transform_example(rec, len(recs), system_prompt))
+                    except (ValueError, TypeError):
+                        continue  # the suite is validated when generated; a bad line is not eval data
                     if len(recs) >= cfg.data.max_eval_examples:
                         return recs
         return recs
@@ -460,7 +463,6 @@ class TrainerEngine:
             disable_tqdm=True,
             remove_unused_columns=False,
             dataloader_num_workers=tr.dataloader_num_workers,
-            gradient_checkpointing=False,  # enabled on the model above
         )
         st = _JobState(job=job, cfg=cfg, global_start=global_start)
         rank = int(os.environ.get("RANK", "0"))
@@ -474,7 +476,9 @@ class TrainerEngine:
         trainer = _ContinuousTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                      processing_class=tokenizer, data_collator=collator,
                                      callbacks=[cb], engine_state=st, batch_sampler=sampler, collator=collator)
+        t_train = time.perf_counter()
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        train_seconds = time.perf_counter() - t_train
         local_end = trainer.state.global_step
 
         final_dir = ""
@@ -503,7 +507,8 @@ class TrainerEngine:
             duration_s=round(duration, 3), tokens_per_sec=round(st.tokens / max(duration, 1e-6), 2),
             checkpoints=[str(p) for p in complete_checkpoints(out)], final_model_dir=final_dir,
             stopped_reason=st.stopped_reason, resumed_from=str(resume_from) if resume_from else None,
-            metrics={"pad_share": round(1 - st.tokens / st.padded_tokens, 4) if st.padded_tokens else None,
+            metrics={"train_seconds": round(train_seconds, 3),
+                     "pad_share": round(1 - st.tokens / st.padded_tokens, 4) if st.padded_tokens else None,
                      "precision": precision, "device": device, "examples": len(train_ds),
                      "file_total_steps": st.file_total_steps},
         )

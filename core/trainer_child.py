@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""The warm trainer child: started by the training daemon *before* a file arrives, it imports
+torch/transformers/the engine (several seconds) and then waits for one job on stdin. That is what
+makes drop-to-first-step latency small. One job per process: a fresh child per job gives OOM
+retries a clean CUDA context and keeps leaks from piling up; the daemon starts the next warm
+child while it finishes the previous job's bookkeeping.
+
+Protocol (JSON lines):
+  daemon -> child, stdin:  {"cmd": "job", "job": {TrainJob}} | {"cmd": "pause"|"resume"|"stop"|"skip"}
+                           | {"cmd": "exit"}.  EOF on stdin means the daemon is gone: exit at once.
+  child -> daemon, fd $TRAINER_CHILD_MSG_FD:
+     {"type": "ready", "pid", "import_s"}   {"type": "started", "job_id"}
+     {"type": "step", "global_step"}        {"type": "paused"|"resumed"|"heartbeat", ...}
+     {"type": "result", "result": JobResult, "verified": bool}
+     {"type": "error", "kind", "message", "traceback", "global_step", "report"}
+stdout/stderr go to logs/trainer_child.log.
+
+Orphan safety: the child asks the kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG) and
+also exits on stdin EOF, so a SIGKILLed daemon never leaves a trainer writing the same job folder
+as the next daemon's trainer.
+
+With ``training.num_processes > 1`` the job runs under ``accelerate launch core/train.py
+--job-file F`` in a subprocess; commands are relayed through ``$TRAINER_JOB_CONTROL_FILE``.
+"""
+from __future__ import annotations
+
+if __package__ in (None, ""):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import ctypes
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+MSG_FD_ENV = "TRAINER_CHILD_MSG_FD"
+PARENT_ENV = "TRAINER_CHILD_PARENT_PID"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _die_with_parent(expected_parent: int | None) -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    if expected_parent and os.getppid() != expected_parent:
+        os._exit(3)  # the parent died before prctl took effect
+
+
+class Channel:
+    def __init__(self, fd: int | None):
+        self._f = os.fdopen(fd, "w", buffering=1, encoding="utf-8") if fd is not None else None
+        self._lock = threading.Lock()
+
+    def send(self, msg: dict) -> None:
+        line = json.dumps(msg, default=str)
+        with self._lock:
+            try:
+                if self._f is not None:
+                    self._f.write(line + "\n")
+                    self._f.flush()
+                else:
+                    print("@@child " + line, flush=True)
+            except (BrokenPipeError, OSError):
+                os._exit(4)  # the daemon is gone
+
+
+def _stdin_reader(jobs: "queue.Queue", make_ctl) -> None:
+    """Reads the daemon's commands in order. The job's control object is created here, when the
+    job line is read, so a command that follows the job on the pipe can never be lost or reach
+    another job (commands carry the job id they are meant for)."""
+    current = {"ctl": None, "job_id": None}
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        cmd = msg.get("cmd")
+        if cmd == "job":
+            ctl = make_ctl()
+            current.update(ctl=ctl, job_id=msg["job"].get("job_id"))
+            jobs.put((msg["job"], ctl))
+        elif cmd == "exit":
+            jobs.put(None)
+        elif cmd in ("pause", "resume", "stop", "skip"):
+            if current["ctl"] is not None and msg.get("job_id") in (None, current["job_id"]):
+                current["ctl"].command(cmd)
+    os._exit(0)  # stdin closed: the daemon exited or died
+
+
+def _warm_imports() -> None:
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments  # noqa: F401
+    import trainer.core.engine  # noqa: F401
+    for mod in ("trainer.core.tokenization", "trainer.core.batching", "trainer.profiles", "core.validator",
+                "accelerate"):
+        try:
+            __import__(mod)
+        except ImportError:
+            pass
+
+
+def _verify_loadable(final_dir: str) -> None:
+    """The exported model must load through the same path every consumer uses."""
+    import gc
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    m = AutoModelForCausalLM.from_pretrained(final_dir, dtype=torch.float32)
+    AutoTokenizer.from_pretrained(final_dir)
+    del m
+    gc.collect()
+
+
+def _run_in_process(job_doc: dict, ctl, chan: Channel) -> dict:
+    from trainer.core.engine import TrainerEngine
+    from trainer.core.job import TrainJob
+    job = TrainJob(**job_doc)
+    result = TrainerEngine().run_job(job, control=ctl)
+    return result.to_dict()
+
+
+def _run_launched(job_doc: dict, ctl, chan: Channel, control_file: Path) -> dict:
+    """num_processes > 1: accelerate launch core/train.py --job-file F; relay commands."""
+    from core.daemon_job_control import CONTROL_FILE_ENV, write_control_file
+    from core.atomic_io import atomic_write_json
+    cfg = job_doc.get("config") or {}
+    tr = cfg.get("training") or {}
+    n = int(tr.get("num_processes", 1))
+    job_file = control_file.with_name("job.json")
+    atomic_write_json(job_file, job_doc)
+    write_control_file(control_file, "none", 0)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
+    if tr.get("accelerate_config"):
+        cmd += ["--config_file", str(tr["accelerate_config"])]
+    elif str(tr.get("device", "auto")) == "cpu" or not _cuda():
+        cmd += ["--cpu"]
+    cmd += [str(REPO / "core" / "train.py"), "--job-file", str(job_file)]
+    env = dict(os.environ, **{CONTROL_FILE_ENV: str(control_file)})
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, env=env, text=True,
+                            start_new_session=True,
+                            preexec_fn=lambda: ctypes.CDLL("libc.so.6").prctl(1, int(signal.SIGKILL), 0, 0, 0))
+    relay_seq = [0]
+
+    def relay(cmd_name: str) -> None:
+        relay_seq[0] += 1
+        write_control_file(control_file, cmd_name, relay_seq[0])
+
+    ctl.relay = relay
+    last = ""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        if line.strip():
+            last = line.strip()
+    rc = proc.wait()
+    try:
+        doc = json.loads(last)
+    except json.JSONDecodeError:
+        doc = None
+    if rc != 0 or not isinstance(doc, dict):
+        from core.failure_classifier import classify_exit
+        f = classify_exit(rc, last)
+        raise _LaunchFailed(f.kind, f.message, doc)
+    if doc.get("ok") is False:
+        raise _LaunchFailed(doc.get("error_kind") or "other", doc.get("error") or "failed", doc)
+    return doc
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+class _LaunchFailed(RuntimeError):
+    def __init__(self, kind: str, message: str, doc: dict | None):
+        super().__init__(message)
+        self.kind = kind
+        self.doc = doc or {}
+
+
+def main() -> int:
+    parent = int(os.environ.get(PARENT_ENV, "0") or 0)
+    _die_with_parent(parent or None)
+    fd_env = os.environ.get(MSG_FD_ENV)
+    chan = Channel(int(fd_env) if fd_env else None)
+    from core.daemon_job_control import ChildControl
+
+    class _Ctl(ChildControl):
+        relay = None
+
+        def command(self, cmd: str) -> None:  # noqa: D401 - also relays to launched ranks
+            super().command(cmd)
+            if self.relay is not None:
+                self.relay(cmd)
+
+    jobs: "queue.Queue" = queue.Queue()
+    threading.Thread(target=_stdin_reader, args=(jobs, lambda: _Ctl(on_event=chan.send)), daemon=True,
+                     name="stdin").start()
+
+    t0 = time.monotonic()
+    _warm_imports()
+    chan.send({"type": "ready", "pid": os.getpid(), "import_s": round(time.monotonic() - t0, 3), "jobs_done": 0})
+    done = 0
+    while True:
+        item = jobs.get()
+        if item is None:
+            return 0
+        job_doc, ctl = item
+        if not _run_one(job_doc, ctl, chan):
+            return 1
+        done += 1
+        _release_memory()
+        chan.send({"type": "ready", "pid": os.getpid(), "import_s": 0.0, "jobs_done": done})
+
+
+def _release_memory() -> None:
+    import gc
+    gc.collect()
+    try:
+        import torch
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def _run_one(job_doc: dict, ctl, chan: Channel) -> bool:
+    """Run one job and report it; False when it failed (the process then exits)."""
+    chan.send({"type": "started", "job_id": job_doc.get("job_id"), "pid": os.getpid()})
+    try:
+        n = int(((job_doc.get("config") or {}).get("training") or {}).get("num_processes", 1))
+        if n > 1:
+            result = _run_launched(job_doc, ctl, chan, Path(job_doc["output_dir"]) / "control.json")
+        else:
+            result = _run_in_process(job_doc, ctl, chan)
+        verified = False
+        if result.get("final_model_dir") and not result.get("stopped_reason"):
+            _verify_loadable(result["final_model_dir"])
+            verified = True
+        chan.send({"type": "result", "result": result, "verified": verified})
+        return True
+    except BaseException as e:  # noqa: BLE001 - every failure is reported, then we exit
+        from core.failure_classifier import classify_exception
+        if isinstance(e, _LaunchFailed):
+            kind, message, report = e.kind, str(e), e.doc.get("report")
+        else:
+            f = classify_exception(e)
+            kind, message, report = f.kind, f.message, getattr(e, "report", None)
+        tb = traceback.format_exc()
+        sys.stderr.write(tb)
+        sys.stderr.flush()
+        chan.send({"type": "error", "kind": kind, "message": message, "traceback": tb[-8000:],
+                   "global_step": ctl.last_step, "report": report if isinstance(report, dict) else None,
+                   "exception_type": type(e).__name__})
+        return False
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

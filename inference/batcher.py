@@ -1,0 +1,447 @@
+"""Continuous batching: one background thread decodes every in-flight request together.
+
+Why our own loop instead of ``model.generate``: requests arrive and finish at different times and
+each has its own sampling settings, stop sequences and (profile) logits processors. The loop keeps
+one running batch per loaded model with a shared KV cache (left-padded rows, explicit position ids),
+and at every step:
+
+1. admits waiting requests (prefilled together, then their cache rows are padded and concatenated
+   onto the running batch: continuous batching);
+2. runs one decode step for the whole batch and samples a token per row with that row's settings;
+3. hands each row's new text to its sink and drops finished rows from the cache.
+
+Hot reload needs nothing special here: a request is bound to the ``LoadedModel`` it was validated
+against, and each model has its own batch, so requests in flight finish on the old model while new
+ones start on the new model; the old batch disappears when its last row finishes.
+
+Models whose cache is not a plain per-layer KV tensor (sliding window, linear attention) cannot
+have rows merged; for them new requests are admitted only when their model's batch is empty.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Protocol
+
+from inference.errors import APIError, RATE_LIMIT, SERVER, UNAVAILABLE
+from inference.text_stream import TextStream
+
+log = logging.getLogger("inference.batcher")
+
+
+class Sink(Protocol):
+    """Where a request's output goes. Called from the batcher thread."""
+
+    def delta(self, text: str) -> None: ...
+    def finish(self, reason: str, usage: dict) -> None: ...
+    def fail(self, error: APIError) -> None: ...
+
+
+_ids = itertools.count(1)
+
+
+class GenRequest:
+    """One request's generation state (owned by the batcher thread once submitted)."""
+
+    def __init__(self, engine: Any, prompt_ids: list[int], max_tokens: int, sink: Sink, *,
+                 temperature: float = 1.0, top_p: float = 1.0, stop: list[str] | None = None,
+                 seed: int | None = None, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
+                 logit_bias: dict[int, float] | None = None, processors: list | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.id = next(_ids)
+        self.engine = engine
+        self.prompt_ids = list(prompt_ids)
+        self.max_tokens = int(max_tokens)
+        self.sink = sink
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.seed = seed
+        self.presence_penalty = float(presence_penalty)
+        self.frequency_penalty = float(frequency_penalty)
+        self.logit_bias = dict(logit_bias or {})
+        self.processors = list(processors or [])
+        self.text = TextStream(engine.tokenizer, stop or [])
+        self.generated: list[int] = []
+        self.enqueued_at = clock()
+        self.first_token_at: float | None = None
+        self.done = False
+        self.cancelled = False
+        self.generator = None  # torch.Generator, made lazily on the model's device
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0 or self.top_p <= 0.0
+
+    def cancel(self) -> None:
+        """Called from another thread (client went away); the batcher drops the row next step."""
+        self.cancelled = True
+
+
+class _Batch:
+    """The running batch of one model: rows plus their shared KV cache."""
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+        self.rows: list[GenRequest] = []
+        self.cache = None
+        self.attn = None   # LongTensor [B, T]
+        self.pos = None    # LongTensor [B]: position of the next input token
+        self.last = None   # LongTensor [B]: last sampled token (next input)
+
+
+class Batcher:
+    def __init__(self, *, max_batch_size: int = 16, max_queue: int = 256, batch_wait_s: float = 0.01,
+                 metrics: Any = None, clock: Callable[[], float] = time.monotonic):
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue
+        self.batch_wait_s = batch_wait_s
+        self.metrics = metrics
+        self.clock = clock
+        self._waiting: deque[GenRequest] = deque()
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._batches: dict[int, _Batch] = {}
+        self._thread: threading.Thread | None = None
+        self.steps = 0
+        self.merges = 0  # prefilled rows joined into a running batch (continuous batching at work)
+
+    # ------------------------------------------------------------------ public
+    def start(self) -> "Batcher":
+        self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        err = APIError(503, "the server is shutting down", UNAVAILABLE, None, "shutting_down")
+        with self._cond:
+            pending = list(self._waiting)
+            self._waiting.clear()
+        for r in pending:
+            r.sink.fail(err)
+        for b in list(self._batches.values()):
+            for r in b.rows:
+                if not r.done:
+                    r.sink.fail(err)
+        self._batches.clear()
+
+    def submit(self, req: GenRequest) -> None:
+        with self._cond:
+            if self._stop.is_set():
+                raise APIError(503, "the server is shutting down", UNAVAILABLE, None, "shutting_down")
+            if len(self._waiting) >= self.max_queue:
+                raise APIError(429, f"the server is busy: {len(self._waiting)} requests are already waiting "
+                                    f"(limit {self.max_queue}); retry shortly", RATE_LIMIT, None, "queue_full")
+            self._waiting.append(req)
+            self._cond.notify()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def active(self) -> int:
+        return sum(len(b.rows) for b in list(self._batches.values()))
+
+    def engines_in_use(self) -> int:
+        return len(self._batches)
+
+    # ------------------------------------------------------------------ loop
+    def _run(self) -> None:
+        import torch
+        with torch.inference_mode():
+            while not self._stop.is_set():
+                try:
+                    self._admit()
+                    if not self._batches:
+                        continue
+                    for key, batch in list(self._batches.items()):
+                        if batch.rows:
+                            self._guarded(batch, self._decode_step, batch)
+                        if not batch.rows:
+                            self._batches.pop(key, None)
+                except Exception:  # noqa: BLE001 - the loop must survive anything
+                    log.exception("batcher loop error")
+                    time.sleep(0.01)
+
+    def _guarded(self, batch: _Batch, fn: Callable, *args: Any) -> None:
+        """Run a model step; on an exception fail that batch's rows (the server stays up)."""
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001
+            log.exception("generation step failed")
+            err = APIError(500, f"generation failed: {type(e).__name__}: {e}", SERVER, None, "generation_failed")
+            for r in batch.rows:
+                if not r.done:
+                    r.done = True
+                    r.sink.fail(err)
+                    self._count_error("generation_failed")
+            batch.rows = []
+            batch.cache = None
+
+    def _admit(self) -> None:
+        """Move waiting requests into running batches when the batch window allows it."""
+        with self._cond:
+            while not self._stop.is_set():
+                # drop requests whose client went away while they waited
+                if any(r.cancelled for r in self._waiting):
+                    self._waiting = deque(r for r in self._waiting if not r.cancelled)
+                active = self.active
+                free = self.max_batch_size - active
+                if not self._waiting:
+                    if active:
+                        return
+                    self._cond.wait(0.5)
+                    continue
+                if free <= 0:
+                    return
+                age = self.clock() - self._waiting[0].enqueued_at
+                if len(self._waiting) >= free or age >= self.batch_wait_s:
+                    break
+                if active:
+                    return  # keep decoding; admit on a later step
+                self._cond.wait(max(self.batch_wait_s - age, 0.0005))
+            else:
+                return
+            taken: list[GenRequest] = []
+            keep: deque[GenRequest] = deque()
+            while self._waiting:
+                r = self._waiting.popleft()
+                if len(taken) >= free:
+                    keep.append(r)
+                    continue
+                b = self._batches.get(id(r.engine))
+                if b is not None and b.rows and not r.engine.supports_merge:
+                    keep.append(r)  # cannot join a running batch of this model; wait for it to drain
+                    continue
+                taken.append(r)
+            keep.extend(self._waiting)
+            self._waiting = keep
+        by_engine: dict[int, list[GenRequest]] = {}
+        for r in taken:
+            by_engine.setdefault(id(r.engine), []).append(r)
+        for key, reqs in by_engine.items():
+            batch = self._batches.get(key)
+            if batch is None:
+                batch = self._batches[key] = _Batch(reqs[0].engine)
+            self._guarded(batch, self._prefill, batch, reqs)
+            if not batch.rows:
+                self._batches.pop(key, None)
+
+    # ------------------------------------------------------------------ model steps
+    def _forward(self, engine: Any, input_ids, attn, pos, cache, last_only: bool):
+        kwargs = {"input_ids": input_ids, "attention_mask": attn, "position_ids": pos,
+                  engine.cache_kwarg: cache, "use_cache": True}
+        if last_only:
+            kwargs["logits_to_keep"] = 1
+        try:
+            out = engine.model(**kwargs)
+        except TypeError:
+            kwargs.pop("logits_to_keep", None)
+            out = engine.model(**kwargs)
+        return out.logits[:, -1, :]
+
+    def _prefill(self, batch: _Batch, reqs: list[GenRequest]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        engine = reqs[0].engine
+        dev = engine.model.device
+        now = self.clock()
+        for r in reqs:
+            if self.metrics is not None:
+                self.metrics.observe_queue_wait(now - r.enqueued_at)
+        L = max(len(r.prompt_ids) for r in reqs)
+        ids = torch.tensor([[engine.pad_id] * (L - len(r.prompt_ids)) + r.prompt_ids for r in reqs],
+                           dtype=torch.long, device=dev)
+        attn = torch.tensor([[0] * (L - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in reqs],
+                            dtype=torch.long, device=dev)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=engine.model.config)
+        logits = self._forward(engine, ids, attn, pos, cache, last_only=True)
+        toks = self._sample(reqs, logits)
+        new = _Batch(engine)
+        new.rows, new.cache, new.attn = list(reqs), cache, attn
+        new.pos = attn.sum(-1)
+        new.last = torch.tensor(toks, dtype=torch.long, device=dev)
+        self._deliver(new, toks)
+        self._compact(new)
+        if not new.rows:
+            return
+        if not batch.rows:
+            batch.rows, batch.cache, batch.attn, batch.pos, batch.last = new.rows, new.cache, new.attn, new.pos, new.last
+        else:
+            self._merge(batch, new)
+            self.merges += 1
+
+    def _decode_step(self, batch: _Batch) -> None:
+        import torch
+
+        engine = batch.engine
+        B = len(batch.rows)
+        attn = torch.cat([batch.attn, torch.ones((B, 1), dtype=batch.attn.dtype, device=batch.attn.device)], 1)
+        logits = self._forward(engine, batch.last[:, None], attn, batch.pos[:, None], batch.cache, last_only=False)
+        batch.attn = attn
+        batch.pos = batch.pos + 1
+        toks = self._sample(batch.rows, logits)
+        batch.last = torch.tensor(toks, dtype=torch.long, device=batch.attn.device)
+        self.steps += 1
+        if self.metrics is not None:
+            self.metrics.observe_batch(B)
+        self._deliver(batch, toks)
+        self._compact(batch)
+
+    @staticmethod
+    def _merge(a: _Batch, b: _Batch) -> None:
+        """Append b's rows to a: left-pad the shorter KV cache / mask so both have the same length."""
+        import torch
+        import torch.nn.functional as F
+
+        ta, tb = a.attn.shape[1], b.attn.shape[1]
+        t = max(ta, tb)
+        for la, lb in zip(a.cache.layers, b.cache.layers):
+            ka, va, kb, vb = la.keys, la.values, lb.keys, lb.values
+            if t > ta:
+                ka, va = F.pad(ka, (0, 0, t - ta, 0)), F.pad(va, (0, 0, t - ta, 0))
+            if t > tb:
+                kb, vb = F.pad(kb, (0, 0, t - tb, 0)), F.pad(vb, (0, 0, t - tb, 0))
+            la.keys, la.values = torch.cat([ka, kb], 0), torch.cat([va, vb], 0)
+        a.attn = torch.cat([F.pad(a.attn, (t - ta, 0)), F.pad(b.attn, (t - tb, 0))], 0)
+        a.pos = torch.cat([a.pos, b.pos], 0)
+        a.last = torch.cat([a.last, b.last], 0)
+        a.rows = a.rows + b.rows
+
+    @staticmethod
+    def _compact(batch: _Batch) -> None:
+        """Drop finished rows from the cache and trim columns that are padding for every row."""
+        import torch
+
+        keep = [i for i, r in enumerate(batch.rows) if not r.done]
+        if not keep:
+            batch.rows, batch.cache, batch.attn, batch.pos, batch.last = [], None, None, None, None
+            return
+        if len(keep) < len(batch.rows):
+            idx = torch.tensor(keep, dtype=torch.long, device=batch.attn.device)
+            for layer in batch.cache.layers:
+                layer.keys = layer.keys.index_select(0, idx)
+                layer.values = layer.values.index_select(0, idx)
+            batch.attn = batch.attn.index_select(0, idx)
+            batch.pos = batch.pos.index_select(0, idx)
+            batch.last = batch.last.index_select(0, idx)
+            batch.rows = [batch.rows[i] for i in keep]
+            used = batch.attn.any(0)
+            first = int(used.int().argmax())
+            if first > 0:
+                for layer in batch.cache.layers:
+                    layer.keys = layer.keys[..., first:, :]
+                    layer.values = layer.values[..., first:, :]
+                batch.attn = batch.attn[:, first:]
+
+    # ------------------------------------------------------------------ sampling
+    def _sample(self, rows: list[GenRequest], logits) -> list[int]:
+        import torch
+
+        logits = logits.float()
+        finite = torch.isfinite(logits).all(-1)
+        if not bool(finite.all()):
+            for i in (~finite).nonzero().flatten().tolist():
+                r = rows[i]
+                if not r.done:
+                    r.done = True
+                    r.sink.fail(APIError(500, "the model produced non-finite logits (NaN/inf weights?)", SERVER,
+                                         None, "non_finite_logits"))
+                    self._count_error("non_finite_logits")
+            logits = torch.nan_to_num(logits, nan=0.0, posinf=0.0, neginf=0.0)
+        for i, r in enumerate(rows):
+            if r.processors:
+                ids = torch.tensor([r.prompt_ids + r.generated], dtype=torch.long, device=logits.device)
+                row = logits[i:i + 1]
+                for proc in r.processors:
+                    row = proc(ids, row)
+                logits[i] = row[0]
+            if r.logit_bias:
+                keys = torch.tensor(list(r.logit_bias), dtype=torch.long, device=logits.device)
+                logits[i, keys] += torch.tensor(list(r.logit_bias.values()), device=logits.device)
+            if (r.presence_penalty or r.frequency_penalty) and r.generated:
+                counts = torch.bincount(torch.tensor(r.generated, device=logits.device),
+                                        minlength=logits.shape[-1])[: logits.shape[-1]].float()
+                logits[i] -= r.frequency_penalty * counts + r.presence_penalty * (counts > 0).float()
+        out = logits.argmax(-1)
+        sampled = [i for i, r in enumerate(rows) if not r.greedy]
+        if sampled:
+            idx = torch.tensor(sampled, dtype=torch.long, device=logits.device)
+            temps = torch.tensor([rows[i].temperature for i in sampled], device=logits.device)
+            sub = logits.index_select(0, idx) / temps[:, None]
+            top_ps = torch.tensor([rows[i].top_p for i in sampled], device=logits.device)
+            if bool((top_ps < 1.0).any()):
+                srt, order = sub.sort(-1, descending=True)
+                probs = srt.softmax(-1)
+                cum = probs.cumsum(-1)
+                drop = (cum - probs) > top_ps[:, None]
+                srt = srt.masked_fill(drop, float("-inf"))
+                sub = torch.full_like(sub, float("-inf")).scatter(-1, order, srt)
+            probs = sub.softmax(-1)
+            shared = []
+            for j, i in enumerate(sampled):
+                r = rows[i]
+                if r.seed is not None:
+                    if r.generator is None:
+                        r.generator = torch.Generator(device=logits.device)
+                        r.generator.manual_seed(int(r.seed) % (2**63))
+                    out[i] = torch.multinomial(probs[j], 1, generator=r.generator)[0]
+                else:
+                    shared.append(j)
+            if shared:
+                sel = torch.tensor(shared, dtype=torch.long, device=logits.device)
+                picks = torch.multinomial(probs.index_select(0, sel), 1).flatten()
+                out[idx.index_select(0, sel)] = picks
+        return out.tolist()
+
+    def _deliver(self, batch: _Batch, toks: list[int]) -> None:
+        now = self.clock()
+        eos = batch.engine.eos_ids
+        for r, tok in zip(batch.rows, toks):
+            if r.done:
+                continue
+            if r.cancelled:
+                r.done = True
+                continue
+            if r.first_token_at is None:
+                r.first_token_at = now
+                if self.metrics is not None:
+                    self.metrics.observe_ttft(now - r.enqueued_at)
+            if tok in eos:
+                self._finish(r, "stop")
+                continue
+            r.generated.append(tok)
+            piece = r.text.push(tok)
+            if piece:
+                r.sink.delta(piece)
+            if r.text.stopped:
+                self._finish(r, "stop")
+            elif len(r.generated) >= r.max_tokens:
+                self._finish(r, "length")
+
+    def _finish(self, r: GenRequest, reason: str) -> None:
+        piece = r.text.flush()
+        if piece:
+            r.sink.delta(piece)
+        if r.text.stopped:
+            reason = "stop"
+        r.done = True
+        usage = {"prompt_tokens": len(r.prompt_ids), "completion_tokens": len(r.generated),
+                 "total_tokens": len(r.prompt_ids) + len(r.generated)}
+        if self.metrics is not None:
+            self.metrics.observe_tokens(len(r.prompt_ids), len(r.generated))
+        r.sink.finish(reason, usage)
+
+    def _count_error(self, kind: str) -> None:
+        if self.metrics is not None:
+            self.metrics.count_error(kind)

@@ -1,0 +1,230 @@
+"""Load one model version for serving, and find which folder a version name means.
+
+A ``LoadedModel`` is immutable once built: hot reload builds a second one beside it and the server
+swaps a single reference, so requests already bound to the old one finish on it untouched.
+
+Where versions live (see REMOTE_INFERENCE.md):
+  models/deployed/<version>/   a HF model folder (safetensors) + deploy_info.json
+  models/deployed/current      a one-line text file naming the active version
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.paths import PathEscapeError, Paths, is_within, safe_join
+from inference.errors import APIError, INVALID_REQUEST, NOT_FOUND
+from inference import profile_adapter
+
+log = logging.getLogger("inference.loader")
+
+BASE_VERSION = "base"
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass
+class LoadedModel:
+    """A model, its tokenizer and profile, plus the facts /models/info reports."""
+
+    model: Any
+    tokenizer: Any
+    profile: Any
+    model_id: str
+    version: str
+    path: Path
+    global_step: int | None
+    loaded_at: float
+    load_seconds: float
+    parameters: int
+    dtype: str
+    device: str
+    profile_name: str
+    system_prompt: str | None
+    context_window: int
+    eos_ids: frozenset
+    pad_id: int
+    stop_sequences: list[str]
+    cache_kwarg: str
+    supports_merge: bool
+    meta: dict = field(default_factory=dict)
+
+    def info(self, base: Path | None = None) -> dict:
+        try:
+            shown = str(self.path.relative_to(base)) if base else str(self.path)
+        except ValueError:
+            shown = str(self.path)
+        return {
+            "model_id": self.model_id,
+            "version": self.version,
+            "path": shown,
+            "global_step": self.global_step,
+            "profile": self.profile_name,
+            "loaded_at": _iso(self.loaded_at),
+            "load_seconds": round(self.load_seconds, 3),
+            "parameters": self.parameters,
+            "dtype": self.dtype,
+            "device": self.device,
+            "context_window": self.context_window,
+            "checkpoint": self.meta.get("checkpoint"),
+            "job_id": self.meta.get("job_id"),
+        }
+
+
+def _iso(ts: float) -> str:
+    from core.status_io import utc_now_iso
+    return utc_now_iso(lambda: ts)
+
+
+# ------------------------------------------------------------------ version -> folder
+def current_file(paths: Paths, model_dir: str = "models/deployed") -> Path:
+    return paths.resolve(model_dir) / "current"
+
+
+def read_current_version(paths: Paths, model_dir: str = "models/deployed") -> str | None:
+    """The version named by ``models/deployed/current`` (None when nothing is deployed)."""
+    try:
+        text = current_file(paths, model_dir).read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+        return None
+    return text or None
+
+
+def resolve_version(paths: Paths, version: str, model_dir: str = "models/deployed") -> Path:
+    """Folder of a deployed version; refuses names that leave the deployed folder."""
+    if not isinstance(version, str) or not version:
+        raise APIError(400, "'version' must be a non-empty string", INVALID_REQUEST, "version", "invalid_type")
+    if not VERSION_RE.match(version):
+        raise APIError(400, f"version {version!r} is not a plain version name under models/deployed/ "
+                            "(letters, digits, '.', '_', '-'; no path separators)",
+                       INVALID_REQUEST, "version", "path_outside_models")
+    root = paths.resolve(model_dir)
+    try:
+        folder = safe_join(root, version)
+    except PathEscapeError:
+        raise APIError(400, f"version {version!r} resolves outside {root}", INVALID_REQUEST, "version",
+                       "path_outside_models")
+    if not is_within(paths.models, folder):
+        raise APIError(400, f"version {version!r} resolves outside the models folder", INVALID_REQUEST,
+                       "version", "path_outside_models")
+    if not (folder / "config.json").is_file():
+        raise APIError(404, f"no deployed version {version!r} (expected {folder}/config.json)", NOT_FOUND,
+                       "version", "version_not_found")
+    return folder
+
+
+def resolve_model_path(paths: Paths, raw: str) -> Path:
+    """A model folder named by path in a reload request: it must lie inside ``models/``."""
+    if not isinstance(raw, str) or not raw:
+        raise APIError(400, "'path' must be a non-empty string", INVALID_REQUEST, "path", "invalid_type")
+    p = paths.resolve(raw)
+    if not is_within(paths.models, p):
+        raise APIError(400, f"path {raw!r} is outside the models folder {paths.models}", INVALID_REQUEST,
+                       "path", "path_outside_models")
+    p = p.resolve()
+    if not (p / "config.json").is_file():
+        raise APIError(404, f"no model folder at {raw!r} (config.json missing)", NOT_FOUND, "path",
+                       "model_not_found")
+    return p
+
+
+def read_model_meta(folder: Path) -> dict:
+    """deploy_info.json (deployed version) or checkpoint_info.json (raw checkpoint), whichever exists."""
+    meta: dict = {}
+    for name in ("checkpoint_info.json", "deploy_info.json"):
+        try:
+            doc = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(doc, dict):
+            meta.update(doc)
+    return meta
+
+
+# ------------------------------------------------------------------ loading
+def pick_device(device: str) -> str:
+    import torch
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("inference.device is 'cuda' but no CUDA device is available")
+    return device
+
+
+def load_model(folder: str | Path, *, version: str, model_id: str, device: str = "auto",
+               profile_name: str = "plain", profile_options: dict | None = None,
+               system_prompt: str | None = None, trust_remote_code: bool = False) -> LoadedModel:
+    """Load a HF causal LM folder (safetensors only) ready for the batcher."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no tqdm bars in a server log
+    t0 = time.perf_counter()
+    folder = Path(folder)
+    dev = pick_device(device)
+    if dev == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        dtype = torch.float32
+    if not any(folder.glob("*.safetensors")):
+        raise ValueError(f"{folder} has no *.safetensors weights (only safetensors are loaded)")
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True,
+                                                 trust_remote_code=trust_remote_code)
+    model.to(dev)
+    model.eval()
+    if tokenizer.chat_template is None:
+        raise ValueError(f"{folder}: the tokenizer has no chat template")
+
+    eos: set[int] = set()
+    gen_eos = getattr(model.generation_config, "eos_token_id", None)
+    for e in (gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos]):
+        if isinstance(e, int):
+            eos.add(e)
+    if tokenizer.eos_token_id is not None:
+        eos.add(int(tokenizer.eos_token_id))
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        pad = next(iter(sorted(eos))) if eos else 0
+
+    ctx = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+    tmax = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tmax, int) and 0 < tmax < 10**8:
+        ctx = min(ctx, tmax) if ctx else tmax
+    if ctx <= 0:
+        ctx = 2048
+
+    profile = profile_adapter.load_profile(profile_name, profile_options)
+    params = inspect.signature(model.forward).parameters
+    cache_kwarg = "cache" if "cache" in params else "past_key_values"
+    meta = read_model_meta(folder)
+    step = meta.get("global_step")
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, profile=profile, model_id=model_id, version=version,
+        path=folder.resolve(), global_step=step if isinstance(step, int) else None,
+        loaded_at=time.time(), load_seconds=time.perf_counter() - t0,
+        parameters=sum(p.numel() for p in model.parameters()), dtype=str(dtype).replace("torch.", ""),
+        device=dev, profile_name=getattr(profile, "name", profile_name) or profile_name,
+        system_prompt=system_prompt or None, context_window=ctx, eos_ids=frozenset(eos), pad_id=int(pad),
+        stop_sequences=profile_adapter.stop_sequences(profile), cache_kwarg=cache_kwarg,
+        supports_merge=_plain_dynamic_cache(model), meta=meta,
+    )
+
+
+def _plain_dynamic_cache(model: Any) -> bool:
+    """True when every cache layer is a plain DynamicLayer: rows can then be padded and merged
+    into a running batch (continuous batching). Sliding-window or linear-attention layers cannot,
+    and the batcher falls back to admitting new requests only between batches."""
+    try:
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+        cache = DynamicCache(config=model.config)
+        return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+    except Exception:  # noqa: BLE001 - any surprise means "do not merge"
+        return False

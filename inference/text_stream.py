@@ -1,0 +1,76 @@
+"""Turn generated token ids into text pieces, one token at a time, and cut at stop sequences.
+
+Why a class of its own: streaming must never hand out text that later turns out to be the start
+of a stop sequence (it is stripped from the reply), nor half of a multi-byte character. So the
+stream decodes incrementally (the prefix/read offset trick: decode a small window, keep only what
+grew) and holds back any suffix that could still become a stop sequence.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class TextStream:
+    def __init__(self, tokenizer: Any, stops: list[str] | tuple[str, ...] = ()):
+        self.tokenizer = tokenizer
+        self.stops = [s for s in stops if s]
+        self.max_stop = max((len(s) for s in self.stops), default=0)
+        self.ids: list[int] = []
+        self._prefix_offset = 0
+        self._read_offset = 0
+        self.text = ""          # decoded text so far (complete characters only)
+        self.emitted = 0        # chars of ``text`` already handed out
+        self.stopped = False
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def _grow(self, final: bool = False) -> None:
+        prefix = self._decode(self.ids[self._prefix_offset:self._read_offset])
+        new = self._decode(self.ids[self._prefix_offset:])
+        if len(new) > len(prefix) and (final or not new.endswith("\ufffd")):
+            self.text += new[len(prefix):]
+            self._prefix_offset = self._read_offset
+            self._read_offset = len(self.ids)
+
+    def _take(self, final: bool) -> str:
+        """Text that is safe to hand out now; sets ``stopped`` when a stop sequence appeared."""
+        if self.stopped:
+            return ""
+        if self.stops:
+            cut = -1
+            for s in self.stops:
+                i = self.text.find(s, self.emitted)
+                if i >= 0 and (cut < 0 or i < cut):
+                    cut = i
+            if cut >= 0:
+                piece = self.text[self.emitted:cut]
+                self.emitted = cut
+                self.stopped = True
+                return piece
+        safe = len(self.text)
+        if self.stops and not final:
+            # hold back the longest suffix that is a prefix of some stop sequence
+            for k in range(min(self.max_stop - 1, len(self.text) - self.emitted), 0, -1):
+                tail = self.text[-k:]
+                if any(s.startswith(tail) for s in self.stops):
+                    safe = len(self.text) - k
+                    break
+        piece = self.text[self.emitted:safe]
+        self.emitted = safe
+        return piece
+
+    def push(self, token_id: int) -> str:
+        """Add one token; return the text piece that may be sent now."""
+        self.ids.append(int(token_id))
+        self._grow()
+        return self._take(final=False)
+
+    def flush(self) -> str:
+        """At the end of generation: everything not yet handed out (up to a stop sequence)."""
+        self._grow(final=True)
+        return self._take(final=True)
+
+    @property
+    def output(self) -> str:
+        return self.text[:self.emitted]
