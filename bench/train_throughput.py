@@ -26,17 +26,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def skewed_dataset(n: int, max_length: int, seed: int) -> list[dict]:
+def skewed_dataset(n: int, max_length: int, seed: int, tokenizer) -> list[dict]:
+    """Chat records whose token lengths (as trained) spread uniformly from 24 to max_length."""
+    from trainer.core.tokenization import tokenize_example
     rng = random.Random(seed)
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi".split()
+
+    def make(i: int, k: int, pool: list[str]) -> dict:
+        q = " ".join(pool[:k])
+        return {"messages": [{"role": "user", "content": f"Echo {i}: {q}"},
+                             {"role": "assistant", "content": q}]}
+
     out = []
     for i in range(n):
-        # target total tokens roughly uniform in [24, max_length]; ~1.3 tokens per word here
         target = rng.randint(24, max_length)
-        k = max(2, int(target / 2.6))
-        q = " ".join(rng.choice(words) for _ in range(k))
-        out.append({"messages": [{"role": "user", "content": f"Echo {i}: {q}"},
-                                 {"role": "assistant", "content": q}]})
+        pool = [rng.choice(words) for _ in range(max_length)]
+        lo, hi = 1, max_length  # binary search the word count that gives `target` tokens
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            length = len(tokenize_example(tokenizer, make(i, mid, pool), max_length=10 * max_length)["input_ids"])
+            if length <= target:
+                lo = mid
+            else:
+                hi = mid - 1
+        out.append(make(i, lo, pool))
     return out
 
 
@@ -132,13 +145,13 @@ def main() -> int:
         if model_dir is None:
             from tools.models.make_tiny_model import build
             model_dir = build(tmp / "tiny", seed=0)
-        records = skewed_dataset(a.examples, a.max_length, a.seed)
-        held = skewed_dataset(64, a.max_length, a.seed + 1)
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        records = skewed_dataset(a.examples, a.max_length, a.seed, tok)
+        held = skewed_dataset(64, a.max_length, a.seed + 1, tok)
         data = write_jsonl(tmp / "skewed.jsonl", records)
         ours = run_ours(model_dir, data, tmp / "ours", a.steps, a.batch, a.max_length, a.lr, a.seed)
         print(f"engine done: tokens/s={ours['tokens_per_sec']:.0f} pad_share={ours['pad_share']:.3f}", flush=True)
         base = run_baseline(model_dir, records, tmp / "base", a.steps, a.batch, a.max_length, a.lr, a.seed)
-        tok = AutoTokenizer.from_pretrained(model_dir)
         ours_held = held_out_loss(AutoModelForCausalLM.from_pretrained(ours["final_dir"]), tok, held, a.max_length)
         base_held = held_out_loss(base["model"], tok, held, a.max_length)
     ratio = ours["tokens_per_sec"] / base["tokens_per_sec"]

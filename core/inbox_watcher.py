@@ -1,9 +1,10 @@
 """Inbox watching: inotify events (watchdog) in, "this entry is complete, take it" out.
 
 Completeness, because a file must never be taken while it is still being written:
-- a close-after-write (inotify ``IN_CLOSE_WRITE``) or a rename into the inbox marks the file
-  complete once nothing else changed for ``close_settle`` seconds (a short settle so a writer
-  that re-opens to append is not cut off);
+- a rename into the inbox is complete by construction (taken at once);
+- a close-after-write (inotify ``IN_CLOSE_WRITE``) marks the file complete once nothing else
+  changed for ``close_settle`` seconds (a short settle so a writer that re-opens to append is not
+  cut off);
 - otherwise (polling observer, network file systems, a writer that keeps the file open) the
   entry is complete when its size and mtime have not changed for ``stable_seconds``.
 Names that are in-progress by convention are never taken: dotfiles, ``*.tmp``, ``*.part``,
@@ -48,6 +49,8 @@ class Pending:
     mtime_ns: int
     closed: bool = False
     is_dir: bool = False
+    moved_in: bool = False
+    """Renamed into the inbox: complete by construction, no settle time needed."""
 
 
 class InboxTracker:
@@ -99,7 +102,8 @@ class InboxTracker:
         return out
 
     # ------------------------------------------------------------ events
-    def on_event(self, path: str | os.PathLike, *, closed: bool = False, gone: bool = False) -> None:
+    def on_event(self, path: str | os.PathLike, *, closed: bool = False, gone: bool = False,
+                 moved_in: bool = False) -> None:
         p = Path(path)
         prio = self.priority_of(p)
         if prio is None:
@@ -109,7 +113,7 @@ class InboxTracker:
             par = p.parent
             if self.priority_of(par) is None:
                 return
-            p, prio, closed, gone = par, self.priority_of(par), False, False
+            p, prio, closed, gone, moved_in = par, self.priority_of(par), False, False, False
         now = self.clock()
         with self._lock:
             if gone:
@@ -117,11 +121,12 @@ class InboxTracker:
                 return
             ent = self._pending.get(p)
             if ent is None:
-                self._pending[p] = Pending(p, prio, now, now, -1, -1, closed)
+                ent = self._pending[p] = Pending(p, prio, now, now, -1, -1, closed)
             else:
                 ent.last_change = now
                 ent.closed = closed
                 ent.priority = prio
+            ent.moved_in = moved_in
 
     def scan(self) -> None:
         now = self.clock()
@@ -166,12 +171,12 @@ class InboxTracker:
                     ent.size, ent.mtime_ns = size, mtime
                 elif (size, mtime) != (ent.size, ent.mtime_ns):
                     ent.last_change = now
-                    ent.closed = False
+                    ent.closed = ent.moved_in = False
                     ent.size, ent.mtime_ns = size, mtime
                 quiet = now - ent.last_change
                 if stat.S_ISLNK(st.st_mode) or not (stat.S_ISREG(st.st_mode) or ent.is_dir):
                     out.append(ent)  # links/FIFOs/sockets: nothing to wait for (never opened)
-                elif ent.closed and quiet >= self.close_settle:
+                elif ent.moved_in or (ent.closed and quiet >= self.close_settle):
                     out.append(ent)
                 elif quiet >= self.stable_seconds:
                     out.append(ent)
@@ -186,7 +191,7 @@ class InboxTracker:
                 return None
             waits = []
             for e in self._pending.values():
-                need = self.close_settle if e.closed else self.stable_seconds
+                need = 0.0 if e.moved_in else (self.close_settle if e.closed else self.stable_seconds)
                 waits.append(max(0.0, e.last_change + need - now))
             return min(waits)
 
@@ -208,7 +213,7 @@ def make_handler(tracker: InboxTracker, wake: Callable[[], None]):
             src = Path(os.fsdecode(event.src_path))
             if isinstance(event, (FileMovedEvent, DirMovedEvent)):
                 tracker.on_event(src, gone=True)
-                tracker.on_event(Path(os.fsdecode(event.dest_path)), closed=True)
+                tracker.on_event(Path(os.fsdecode(event.dest_path)), closed=True, moved_in=True)
             elif isinstance(event, (FileDeletedEvent, DirDeletedEvent)):
                 tracker.on_event(src, gone=True)
             elif isinstance(event, FileClosedEvent):

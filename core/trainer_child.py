@@ -113,6 +113,63 @@ def _warm_imports() -> None:
             pass
 
 
+def _prewarm() -> None:
+    """While idle, touch what the next job will need first: the likely model's config, its
+    modelling module (transformers imports architectures lazily) and its tokenizer. Then freeze
+    the import-time heap so the Trainer's ``gc.collect()`` at train start does not walk it."""
+    import gc
+    try:
+        from core.daemon_model_swap import has_weights
+        from core.paths import Paths
+        from trainer.config.loader import load_config
+        paths = Paths.from_base(os.environ.get("TRAINER_BASE_DIR") or None)
+        model_path = paths.current_model
+        if not has_weights(model_path):
+            model_path = paths.resolve(load_config(base_dir=paths.base).model.model_path)
+        from transformers import AutoConfig, AutoTokenizer
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+        conf = AutoConfig.from_pretrained(model_path)
+        MODEL_FOR_CAUSAL_LM_MAPPING[type(conf)]
+        AutoTokenizer.from_pretrained(model_path)
+        weights_mb = sum(p.stat().st_size for p in Path(model_path).glob("*.safetensors")) / 2 ** 20
+        if weights_mb <= WARMUP_RUN_MAX_MB:
+            _warmup_run(paths, str(model_path))
+    except Exception as e:  # noqa: BLE001 - pre-warming is an optimisation only
+        print(f"trainer child: pre-warm skipped: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+    gc.collect()
+    gc.freeze()
+
+
+WARMUP_RUN_MAX_MB = 256
+
+
+def _warmup_run(paths, model_path: str) -> None:
+    """One optimizer step of the real engine on a 2-example scratch file (small models only): the
+    first job in a fresh process otherwise pays for every lazy initialisation on the way to its
+    first step (modelling code, accelerate state, optimizer kernels). Writes only to a temp dir."""
+    import shutil
+    import tempfile
+    from trainer.config.loader import config_to_dict, load_config
+    from trainer.core.engine import TrainerEngine
+    from trainer.core.job import TrainJob
+    cfg = config_to_dict(load_config(base_dir=paths.base))
+    cfg["training"].update(max_steps=1, save_steps=10 ** 6, eval_steps=0, per_device_batch_size=1,
+                           gradient_accumulation_steps=1, num_processes=1, logging_steps=1)
+    cfg["data"].update(max_length=min(64, cfg["data"]["max_length"]))
+    tmp = Path(tempfile.mkdtemp(prefix="trainer-warmup-"))
+    try:
+        ex = {"messages": [{"role": "user", "content": "warm up"}, {"role": "assistant", "content": "ok"}]}
+        ex2 = {"messages": [{"role": "user", "content": "warm up again"}, {"role": "assistant", "content": "ok!"}]}
+        (tmp / "w.jsonl").write_text(json.dumps(ex) + "\n" + json.dumps(ex2) + "\n")
+        job = TrainJob(dataset=str(tmp / "w.jsonl"), output_dir=str(tmp / "out"), model_path=model_path,
+                       job_id="warmup", config=cfg, resume=False, status_file="", eval_dir=str(tmp / "no-eval"))
+        t = time.monotonic()
+        TrainerEngine().run_job(job)
+        print(f"trainer child: warm-up step done in {time.monotonic() - t:.2f}s", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _verify_loadable(final_dir: str) -> None:
     """The exported model must load through the same path every consumer uses."""
     import gc
@@ -219,6 +276,7 @@ def main() -> int:
 
     t0 = time.monotonic()
     _warm_imports()
+    _prewarm()
     chan.send({"type": "ready", "pid": os.getpid(), "import_s": round(time.monotonic() - t0, 3), "jobs_done": 0})
     done = 0
     while True:

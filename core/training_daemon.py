@@ -442,12 +442,15 @@ class TrainingDaemon:
 
     # ------------------------------------------------------------------ claiming
     def _maybe_start_next(self) -> None:
-        if self.child is None or self.child.state != "ready":
-            return
         entry = self.store.next_to_claim()
         if entry is None:
             if self.state not in ("idle", "error"):
                 self._set_state("idle")
+            return
+        if entry.record.get("started") and self._finished_on_disk(entry.record):
+            self._complete_from_disk(entry)
+            return
+        if self.child is None or self.child.state != "ready":
             return
         self._reload_config()
         try:
@@ -501,6 +504,45 @@ class TrainingDaemon:
                             "current_step": self._current_step_hint(rec), "job_started_at": self.active.started_at,
                             "job_attempt": rec["attempts"]})
         self._set_state("paused" if self.paused else "training")
+
+    @staticmethod
+    def _finished_on_disk(rec: dict) -> bool:
+        """The job ran to the end before a crash: its exported final model exists (the engine
+        writes ``final/`` by rename only after the last checkpoint of a complete run)."""
+        out = rec.get("output_dir")
+        return bool(out) and has_weights(Path(out) / "final") and any(Path(out).glob("step-*"))
+
+    def _complete_from_disk(self, entry) -> None:
+        """Finish a job that completed before a crash without training it again: the result is
+        rebuilt from its newest checkpoint's info (token counts of the lost run are unknown)."""
+        try:
+            self.store.claim(entry)
+        except (FileNotFoundError, FileExistsError):
+            return
+        rec = self.store.read_record(entry.name)
+        out = Path(rec["output_dir"])
+        cps = sorted((int(p.name[5:]), p) for p in out.glob("step-*")
+                     if p.name[5:].isdigit() and (p / "checkpoint_info.json").is_file())
+        last_step, last = cps[-1]
+        info = read_json(last / "checkpoint_info.json") or {}
+        meta = read_json(out / "job_meta.json") or {}
+        start = int(meta.get("global_step_start", rec.get("global_step_start", 0)))
+        res = {"ok": True, "job_id": rec.get("job_id"), "global_step_start": start, "global_step_end": last_step,
+               "steps": last_step - start, "tokens": None, "train_loss_first": None,
+               "train_loss_last": info.get("train_loss"), "validation_loss": info.get("validation_loss"),
+               "checkpoints": [str(p) for _, p in cps], "final_model_dir": str(out / "final"),
+               "stopped_reason": None, "resumed_from": str(last),
+               "metrics": {"completed_before_crash": True}}
+        self.log.warning("%s: its job finished before a crash (final model on disk); completing without "
+                         "training again", entry.name)
+        try:
+            self._finish_success(entry.name, rec, res, None)
+        except Exception as e:  # noqa: BLE001
+            self.log.exception("%s: could not complete from disk", entry.name)
+            self._fail(entry.name, rec, {"reason": "other", "kind": "other",
+                                         "message": f"could not complete a finished job: {type(e).__name__}: {e}"},
+                       res)
+        self._write_status(self._queue_status())
 
     def _current_step_hint(self, rec: dict) -> int:
         meta = read_json(Path(rec["output_dir"]) / "job_meta.json") or {}

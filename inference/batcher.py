@@ -80,6 +80,30 @@ class GenRequest:
         self.cancelled = True
 
 
+def prefill_groups(lengths: list[int], overhead_tokens: int = 16) -> list[list[int]]:
+    """Split prompts into groups prefilled together so that padding is cheap.
+
+    A prefill forward costs about (rows x longest prompt) token-forwards plus a fixed per-call
+    overhead (``overhead_tokens``). Sorting by length and cutting the sorted list optimally (a small
+    dynamic programme) keeps very different lengths out of the same padded tensor. Returns indices
+    into ``lengths``."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    n = len(order)
+    best = [0.0] + [float("inf")] * n   # best[k]: cost of the first k sorted prompts
+    cut = [0] * (n + 1)
+    for k in range(1, n + 1):
+        for j in range(k):  # last group = sorted[j:k], its longest is sorted[k-1]
+            c = best[j] + overhead_tokens + (k - j) * lengths[order[k - 1]]
+            if c < best[k]:
+                best[k], cut[k] = c, j
+    groups = []
+    k = n
+    while k > 0:
+        groups.append(order[cut[k]:k])
+        k = cut[k]
+    return groups[::-1]
+
+
 class _Batch:
     """The running batch of one model: rows plus their shared KV cache."""
 
@@ -249,6 +273,11 @@ class Batcher:
         return out.logits[:, -1, :]
 
     def _prefill(self, batch: _Batch, reqs: list[GenRequest]) -> None:
+        """Prefill new rows in length groups (little padding), each group joining the batch."""
+        for group in prefill_groups([len(r.prompt_ids) for r in reqs]):
+            self._prefill_group(batch, [reqs[i] for i in group])
+
+    def _prefill_group(self, batch: _Batch, reqs: list[GenRequest]) -> None:
         import torch
         from transformers import DynamicCache
 
@@ -265,7 +294,10 @@ class Batcher:
                             dtype=torch.long, device=dev)
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=engine.model.config)
+        t0 = time.perf_counter()
         logits = self._forward(engine, ids, attn, pos, cache, last_only=True)
+        if self.metrics is not None:
+            self.metrics.observe_prefill(time.perf_counter() - t0)
         toks = self._sample(reqs, logits)
         new = _Batch(engine)
         new.rows, new.cache, new.attn = list(reqs), cache, attn
@@ -286,6 +318,7 @@ class Batcher:
 
         engine = batch.engine
         B = len(batch.rows)
+        t0 = time.perf_counter()
         attn = torch.cat([batch.attn, torch.ones((B, 1), dtype=batch.attn.dtype, device=batch.attn.device)], 1)
         logits = self._forward(engine, batch.last[:, None], attn, batch.pos[:, None], batch.cache, last_only=False)
         batch.attn = attn
@@ -294,7 +327,7 @@ class Batcher:
         batch.last = torch.tensor(toks, dtype=torch.long, device=batch.attn.device)
         self.steps += 1
         if self.metrics is not None:
-            self.metrics.observe_batch(B)
+            self.metrics.observe_batch(B, time.perf_counter() - t0)
         self._deliver(batch, toks)
         self._compact(batch)
 

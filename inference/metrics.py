@@ -29,6 +29,12 @@ class ServerMetrics:
                                     buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("inference_batch_size", "Rows decoded together per decode step",
                                     buckets=BATCH_BUCKETS, registry=r)
+        self.step_seconds = Histogram("inference_decode_step_seconds", "Wall time of one batched decode step",
+                                      buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 1.0),
+                                      registry=r)
+        self.prefill_seconds = Histogram("inference_prefill_seconds", "Wall time of one prefill forward",
+                                         buckets=(0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 5.0),
+                                         registry=r)
         self.reloads = Counter("inference_reloads_total", "Model reloads by outcome", ["outcome"], registry=r)
         self.reload_seconds = Histogram("inference_reload_seconds", "Time to load and swap in a model",
                                         buckets=LATENCY_BUCKETS, registry=r)
@@ -39,8 +45,13 @@ class ServerMetrics:
                                  registry=r)
 
     # called from the batcher thread (prometheus_client is thread-safe)
-    def observe_batch(self, n: int) -> None:
+    def observe_batch(self, n: int, seconds: float | None = None) -> None:
         self.batch_size.observe(n)
+        if seconds is not None:
+            self.step_seconds.observe(seconds)
+
+    def observe_prefill(self, seconds: float) -> None:
+        self.prefill_seconds.observe(seconds)
 
     def observe_ttft(self, seconds: float) -> None:
         self.ttft.observe(seconds)

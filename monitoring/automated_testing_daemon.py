@@ -57,7 +57,6 @@ Checkpoint paths are relative to the base dir when inside it. Single instance pe
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -447,23 +446,31 @@ def evaluate_checkpoint(folder: str | os.PathLike, suite, cfg, *, device: str | 
                              max_length=cfg.data.max_length, loss_on=cfg.data.loss_on)
     finally:
         del model
+        if dev.startswith("cuda"):
+            import torch
+            torch.cuda.empty_cache()
     res.update({"profile": profile_name, "device": dev, "mode": "local"})
     return res
 
 
-def evaluate_via_server(client, suite, cfg, profile_name: str | None = None) -> dict:
-    """Score what the inference server serves (mode "server"): accuracy only."""
+def evaluate_via_server(client, suite, cfg, profile_name: str | None = None, concurrency: int = 8) -> dict:
+    """Score what the inference server serves (mode "server"): accuracy only. The server applies its
+    active profile to the prompts (system prompt, framing, stop sequences); ``profile_name`` (the one
+    the server reports) is used to render the items and extract the answers."""
+    from concurrent.futures import ThreadPoolExecutor
     profile_name = profile_name or cfg.profile.name
-    profile = load_profile(profile_name, cfg.profile.options)
+    profile = load_profile(profile_name, cfg.profile.options if profile_name == cfg.profile.name else {})
     t0 = time.monotonic()
-    texts, expected, users = [], [], []
+    expected, users, requests = [], [], []
     for item in suite.items:
         rec = render_for_profile(item, profile_name)
         msgs, exp = _prompt_and_expected(rec)
-        reply = client.chat(msgs, max_tokens=cfg.evaluation.max_new_tokens, temperature=0)
-        texts.append(_reply_text(reply))
+        requests.append(msgs)
         expected.append(exp)
         users.append(next((m["content"] for m in reversed(msgs) if m["role"] == "user"), ""))
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:  # the server batches them
+        texts = [_reply_text(r) for r in pool.map(
+            lambda m: client.chat(m, max_tokens=cfg.evaluation.max_new_tokens, temperature=0), requests)]
     res = _score(suite.items, profile, texts, expected, users, None)
     res.update({"validation_loss": None, "duration_s": round(time.monotonic() - t0, 3), "profile": profile_name,
                 "device": "server", "mode": "server"})
@@ -473,6 +480,8 @@ def evaluate_via_server(client, suite, cfg, profile_name: str | None = None) -> 
 def _reply_text(reply: Any) -> str:
     if isinstance(reply, str):
         return reply
+    if isinstance(getattr(reply, "text", None), str):  # prediction_client.ChatResult
+        return reply.text
     if isinstance(reply, dict):
         try:
             return reply["choices"][0]["message"]["content"] or ""
@@ -596,6 +605,9 @@ class AutomatedTester:
             res = evaluate_checkpoint(c["abs_path"], self.suite, self.cfg, base_dir=self.paths.base)
             record_result(self.db, path, self.suite, res)
         except Exception as e:  # one bad checkpoint must not stop the daemon
+            if not (model_dir_of(Path(c["abs_path"])) / "config.json").is_file():
+                self.status.set(current=None)  # pruned by training while we loaded it: not an error
+                return False
             self.attempts[path] = self.attempts.get(path, 0) + 1
             err = {"checkpoint": path, "error": f"{type(e).__name__}: {e}", "at": utc_now_iso(self.clock),
                    "attempt": self.attempts[path]}
@@ -625,8 +637,10 @@ class AutomatedTester:
                         evaluated_total=self.status.doc["evaluated_total"] + 1, current=None)
 
     def _run_once_server(self) -> int:
-        client = self.client or _make_client(self.cfg)
-        info = client.info() if hasattr(client, "info") else {}
+        if self.client is None:
+            self.client = _make_client(self.cfg, self.paths.base)
+        client = self.client
+        info = client.info()
         info = info if isinstance(info, dict) else {}
         ck = _served_checkpoint(self.paths, info)
         if ck is None:
@@ -634,15 +648,14 @@ class AutomatedTester:
             return 0
         path, step = ck
         self.db.register_checkpoint(path, step, info.get("job_id"), info.get("source_file"))
-        if self.db.evaluations_for(path, with_details=False) and any(
-                e["suite_version"] == self.suite.version for e in self.db.evaluations_for(path, with_details=False)):
+        if any(e["suite_version"] == self.suite.version for e in self.db.evaluations_for(path, with_details=False)):
             self.status.set(state="idle", current=None)
             return 0
         rel = self.db.rel(path)
         self.status.set(state="evaluating", current={"checkpoint": rel, "global_step": step,
                                                      "started_at": utc_now_iso(self.clock)})
         try:
-            res = evaluate_via_server(client, self.suite, self.cfg)
+            res = evaluate_via_server(client, self.suite, self.cfg, info.get("profile") or None)
             record_result(self.db, path, self.suite, res)
         except Exception as e:
             err = {"checkpoint": rel, "error": f"{type(e).__name__}: {e}", "at": utc_now_iso(self.clock)}
@@ -656,6 +669,11 @@ class AutomatedTester:
     def run(self, once: bool = False) -> None:
         self.status.set(state="idle")
         self.status.start(self.stop_event)
+        if self.db.latest_evaluations(self.suite.version):
+            try:  # thresholds or weights may have changed since the last run
+                refresh_reports(self.paths.base, self.cfg, self.suite.version)
+            except Exception as e:
+                print(f"[automated_testing] reports: {type(e).__name__}: {e}", file=sys.stderr)
         try:
             while not self.stop_event.is_set():
                 try:
@@ -671,10 +689,13 @@ class AutomatedTester:
             self.status.set(state="stopped", current=None)
 
 
-def _make_client(cfg):
+def _make_client(cfg, base_dir):
+    import os as _os
     from monitoring.prediction_client import PredictionClient
-    url = cfg.evaluation.server_url or f"http://{cfg.inference.host}:{cfg.inference.port}"
-    return PredictionClient(url)
+    if cfg.evaluation.server_url:
+        return PredictionClient(cfg.evaluation.server_url,
+                                api_key=_os.environ.get("INFERENCE_API_KEY") or cfg.inference.api_key or None)
+    return PredictionClient.from_config(base_dir)
 
 
 def _served_checkpoint(paths: Paths, info: dict) -> tuple[str, int] | None:

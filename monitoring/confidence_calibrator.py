@@ -2,9 +2,9 @@
 """Confidence calibration: does the model's certainty match how often it is right?
 
 Each suite answer gets a confidence from the model's own token probabilities (the automated
-tests compute it: the product of the probabilities of the generated tokens up to the end of the
-extracted answer, i.e. the probability of producing that answer under greedy decoding; when no
-answer could be extracted, the geometric mean over every generated token). Answers are put in
+tests compute it: the product of the model's probabilities of the generated tokens up to the one
+that completes the extracted answer, i.e. the probability of producing that answer; when no answer
+could be extracted, the product over every generated token). Answers are put in
 ``N_BINS`` = 6 equal-width confidence bins over [0, 1] (bin i holds [i/6, (i+1)/6); the last bin
 also holds 1.0). For each bin: count, accuracy (share correct) and mean confidence. The expected
 calibration error is
@@ -19,7 +19,8 @@ small weight in the composite score.
 
 * ``schema_version``, ``updated_at`` (+ ``pid``, ``heartbeat_at`` when written by a daemon)
 * ``suite_version``: the suite the numbers are on; ``n_bins``: 6
-* ``latest``: the newest evaluated checkpoint's calibration, or null:
+* ``latest``: the calibration of the evaluated checkpoint with the highest global step (the
+  newest model of the lineage), or null:
   ``{checkpoint, global_step, evaluated_at, n, ece, bins: [{index, lower, upper, count, accuracy,
   mean_confidence}]}`` (``accuracy``/``mean_confidence`` are null for an empty bin; the counts sum
   to ``n``, the number of scored answers)
@@ -82,12 +83,6 @@ def sequence_confidence(token_probs: Sequence[float]) -> float:
     return float(min(1.0, max(0.0, math.exp(logp))))
 
 
-def geometric_mean(token_probs: Sequence[float]) -> float:
-    if not token_probs:
-        return 0.0
-    logp = sum(math.log(max(p, 1e-300)) for p in token_probs) / len(token_probs)
-    return float(min(1.0, max(0.0, math.exp(logp))))
-
 
 def build_status(db, suite_version: str | None) -> dict:
     """The status payload from the model registry's newest evaluations."""
@@ -96,7 +91,7 @@ def build_status(db, suite_version: str | None) -> dict:
              "n": e["calibration"].get("n"), "ece": e["calibration"].get("ece")} for e in evals]
     latest = None
     if evals:
-        e = max(evals, key=lambda e: (e["evaluated_at"], e["id"]))
+        e = max(evals, key=lambda e: (e["global_step"], e["evaluated_at"], e["id"]))
         cal = e["calibration"]
         latest = {"checkpoint": e["checkpoint_path"], "global_step": e["global_step"],
                   "evaluated_at": e["evaluated_at"], "n": cal.get("n"), "ece": cal.get("ece"),

@@ -49,17 +49,17 @@ def parse_mix(spec: str) -> dict[str, float]:
         name, _, w = part.partition(":")
         name = name.strip().lower()
         if name not in DIFFICULTIES:
-            raise MixError(f"--difficulty: unknown level {name!r} in {spec!r}; expected {', '.join(DIFFICULTIES)}")
+            raise MixError(f"unknown level {name!r} in {spec!r}; expected {', '.join(DIFFICULTIES)}")
         try:
             weight = float(w) if w else 1.0
         except ValueError:
-            raise MixError(f"--difficulty: weight {w!r} of {name!r} is not a number") from None
+            raise MixError(f"weight {w!r} of {name!r} is not a number") from None
         if weight < 0 or weight != weight:
-            raise MixError(f"--difficulty: weight of {name!r} must be >= 0, got {w}")
+            raise MixError(f"weight of {name!r} must be >= 0, got {w}")
         out[name] = out.get(name, 0.0) + weight
     total = sum(out.values())
     if not out or total <= 0:
-        raise MixError(f"--difficulty: {spec!r} gives no positive weight")
+        raise MixError(f"{spec!r} gives no positive weight")
     return {k: v / total for k, v in out.items()}
 
 

@@ -356,6 +356,7 @@ class TrainerEngine:
                 for i, ex in enumerate(report.examples)]
 
     def _eval_records(self, job: TrainJob, cfg: Config, tokenizer) -> list[dict]:
+        from tools.data.syllo_puzzles import rerender_record
         from trainer.core.records import normalize_record
         from trainer.profiles import get_profile
         folder = Path(job.eval_dir or cfg.data.validation_dir)
@@ -374,6 +375,8 @@ class TrainerEngine:
                         continue
                     try:
                         rec = normalize_record(json.loads(line))
+                        # Suite items are stored in plain form; render them for the active profile.
+                        rec = rerender_record(rec, cfg.profile.name, index=len(recs))
                         recs.append(rec if "text" in rec else
                                     profile.transform_example(rec, len(recs), system_prompt))
                     except (ValueError, TypeError):

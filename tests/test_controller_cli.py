@@ -1,0 +1,77 @@
+"""The controller and daemon command lines: run by path, through trainctl, and the start/stop
+scripts (detached daemon, PID file, clean stop)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bad_inputs.daemon_harness import child_env, controller, pid_gone, queue_names, wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_flags_written_by_path_and_status_without_daemon(base_dir):
+    r = controller(base_dir, "pause", "--reason", "disk check", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["flag"] == "pause" and doc["daemon_running"] is False
+    flag = json.loads((base_dir / "control" / ".pause").read_text())
+    assert flag["reason"] == "disk check" and flag["created_at"].endswith("Z")
+
+    r = controller(base_dir, "resume")
+    assert r.returncode == 0 and "not running" in r.stdout
+    assert not (base_dir / "control" / ".pause").exists(), "resume clears .pause even with no daemon"
+    assert (base_dir / "control" / ".resume").exists()
+
+    r = controller(base_dir, "skip", "--reason", "x")
+    assert r.returncode == 0 and "stale flag is ignored" in r.stdout
+
+    r = controller(base_dir, "status")
+    assert r.returncode == 0 and "not running" in r.stdout and "queue:" in r.stdout
+    r = controller(base_dir, "status", "--json")
+    assert json.loads(r.stdout)["state"] == "stopped"
+
+
+def test_trainctl_lists_commands_without_importing_torch(base_dir):
+    code = ("import sys; from click.testing import CliRunner; from management.cli import main; "
+            "r = CliRunner().invoke(main, ['--help']); print(r.output); "
+            "r = CliRunner().invoke(main, ['queue', 'status', '--json', '--base-dir', sys.argv[1]]); print(r.output); "
+            "print('TORCH' if 'torch' in sys.modules else 'NO_TORCH')")
+    out = subprocess.run([sys.executable, "-c", code, str(base_dir)], capture_output=True, text=True, timeout=60,
+                         cwd=str(REPO))
+    assert out.returncode == 0, out.stderr
+    for name in ("daemon", "queue", "pause", "resume", "stop", "skip", "status"):
+        assert f"  {name} " in out.stdout
+    assert out.stdout.strip().endswith("NO_TORCH")
+
+
+def test_start_all_demo_then_stop_all(base_dir, reaper):
+    env = child_env()
+    r = subprocess.run(["bash", str(REPO / "scripts" / "start_all.sh"), "--base-dir", str(base_dir), "--demo"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "training daemon started (pid" in r.stdout and "demo: dropped inbox/demo-" in r.stdout
+        pid = int((base_dir / ".pids" / "training_daemon.pid").read_text())
+        # the demo file is validated and queued (or already claimed)
+        wait_for(lambda: queue_names(base_dir, "normal") or queue_names(base_dir, "processing")
+                 or queue_names(base_dir, "recently_completed"), 60, "demo file queued")
+        again = subprocess.run(["bash", str(REPO / "scripts" / "start_all.sh"), "--base-dir", str(base_dir)],
+                               capture_output=True, text=True, timeout=60, env=env)
+        assert again.returncode == 0 and "already running" in again.stdout
+        st = subprocess.run([sys.executable, str(REPO / "core" / "training_daemon.py"), "status", "--json",
+                             "--base-dir", str(base_dir)], capture_output=True, text=True, timeout=60)
+        assert json.loads(st.stdout)["running"] is True and json.loads(st.stdout)["pid"] == pid
+    finally:
+        r2 = subprocess.run(["bash", str(REPO / "scripts" / "stop_all.sh"), "--base-dir", str(base_dir),
+                             "--timeout", "120", "--kill"], capture_output=True, text=True, timeout=180, env=env)
+    assert r2.returncode == 0 and "stopped" in r2.stdout, r2.stdout + r2.stderr
+    wait_for(lambda: pid_gone(pid), 10, "daemon gone")
+    assert json.loads((base_dir / "status" / "training_status.json").read_text())["state"] == "stopped"
+    # nothing lost: the demo file is queued again (stopped mid-job) or trained
+    names = (queue_names(base_dir, "normal") + queue_names(base_dir, "recently_completed"))
+    assert len(names) == 1 and names[0].startswith("demo-") and queue_names(base_dir, "processing") == []
