@@ -118,7 +118,8 @@ class _Batch:
 
 class Batcher:
     def __init__(self, *, max_batch_size: int = 16, max_queue: int = 256, batch_wait_s: float = 0.01,
-                 metrics: Any = None, clock: Callable[[], float] = time.monotonic):
+                 metrics: Any = None, clock: Callable[[], float] = time.monotonic, num_threads: int = 0):
+        self.num_threads = num_threads  # torch threads of the decode thread (0: leave torch's default)
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.batch_wait_s = batch_wait_s
@@ -180,6 +181,8 @@ class Batcher:
     # ------------------------------------------------------------------ loop
     def _run(self) -> None:
         import torch
+        if self.num_threads > 0:
+            torch.set_num_threads(self.num_threads)  # per thread under OpenMP: set it here
         with torch.inference_mode():
             while not self._stop.is_set():
                 try:

@@ -21,9 +21,17 @@ class PlainProfile:
     stop_sequences: list[str] = []
 
     def prepare_messages(self, messages: list[dict], index: int = 0, system_prompt: str | None = None) -> list[dict]:
-        if system_prompt and not any(m.get("role") == "system" for m in messages):
-            return [{"role": "system", "content": system_prompt}, *messages]
-        return messages
+        messages = [dict(m) for m in messages]
+        if not system_prompt:
+            return messages
+        if messages and messages[0].get("role") == "system":
+            messages[0]["content"] = system_prompt
+            return messages
+        return [{"role": "system", "content": system_prompt}, *messages]
+
+    def render_system_prompt(self, template: str | None = None) -> str:
+        from datetime import datetime
+        return (template or "").replace("{date}", datetime.now().strftime("%Y-%m-%d"))
 
     def build_logits_processors(self, tokenizer: Any):
         return []
@@ -53,7 +61,19 @@ def stop_sequences(profile: Any) -> list[str]:
     return [s for s in stops if isinstance(s, str) and s]
 
 
+def render_system_prompt(profile: Any, template: str | None) -> str:
+    """The system prompt for a request made now: the config template (or the profile's default)
+    with ``{date}`` filled in, as the trainer renders it for training examples."""
+    fn = getattr(profile, "render_system_prompt", None)
+    if fn is not None:
+        return fn(template or None)
+    from datetime import datetime
+    return (template or "").replace("{date}", datetime.now().strftime("%Y-%m-%d"))
+
+
 def prepare_messages(profile: Any, messages: list[dict], system_prompt: str | None) -> list[dict]:
+    """Messages for the chat template; a profile system prompt replaces a leading system message."""
+    system_prompt = render_system_prompt(profile, system_prompt)
     fn = getattr(profile, "prepare_messages", None)
     if fn is None:
         return PlainProfile().prepare_messages(messages, system_prompt=system_prompt)

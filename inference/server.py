@@ -165,7 +165,8 @@ class ServerState:
         self.paths = Paths.from_base(settings.base_dir)
         self.metrics = ServerMetrics()
         self.batcher = Batcher(max_batch_size=settings.max_batch_size, max_queue=settings.max_queue,
-                               batch_wait_s=settings.batch_wait_ms / 1000.0, metrics=self.metrics)
+                               batch_wait_s=settings.batch_wait_ms / 1000.0, metrics=self.metrics,
+                               num_threads=settings.num_threads)
         self.loader = loader
         self.engine: LoadedModel | None = None
         self.state = "starting"
@@ -178,8 +179,16 @@ class ServerState:
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle
+    @property
+    def pid_file(self) -> Path:
+        return self.paths.pids / "inference_server.pid"
+
     def start(self) -> None:
         self.batcher.start()
+        if self.settings.write_status_file:
+            from core.atomic_io import atomic_write_text
+            import os
+            atomic_write_text(self.pid_file, f"{os.getpid()}\n")
         t = threading.Thread(target=self._initial_load, name="initial-load", daemon=True)
         t.start()
         self._threads.append(t)
@@ -189,9 +198,15 @@ class ServerState:
             self._threads.append(h)
 
     def stop(self) -> None:
+        import os
         self._stop.set()
         self.batcher.stop()
         self._write_status(state="stopped")
+        try:
+            if self.pid_file.read_text().strip() == str(os.getpid()):
+                self.pid_file.unlink()
+        except OSError:
+            pass
 
     def _initial_load(self) -> None:
         self.state = "loading"
@@ -206,9 +221,19 @@ class ServerState:
                             "POST /models/reload once one is deployed", self.settings.model_dir)
                 return
             folder, version = target
-            self.reload(folder, version)
+            try:
+                self.reload(folder, version)
+            except APIError as e:
+                # a broken deployed version: serve the base model rather than nothing (the
+                # orchestrator sees the mismatch with models/deployed/current and acts on it)
+                base = self._base_target()
+                if base is None or version == BASE_VERSION:
+                    raise
+                log.error("could not load %s (%s); serving the base model instead", version, e.message)
+                self.reload(*base)
+                self.last_error = e.message
         except Exception as e:  # noqa: BLE001
-            self.last_error = f"{type(e).__name__}: {e}"
+            self.last_error = f"{type(e).__name__}: {getattr(e, 'message', e)}"
             self.state = "no_model"
             log.exception("initial model load failed")
         self._write_status()

@@ -238,7 +238,12 @@ def bind_to_model(req: ChatRequest, engine: Any, default_max_tokens: int) -> Cha
         if not 0 <= tid < vocab:
             raise bad_request(f"'logit_bias' token id {tid} is outside the vocabulary (0..{vocab - 1})",
                               "logit_bias")
-    msgs = profile_adapter.prepare_messages(engine.profile, [dict(m) for m in req.messages], engine.system_prompt)
+    try:
+        msgs = profile_adapter.prepare_messages(engine.profile, [dict(m) for m in req.messages],
+                                                engine.system_prompt)
+    except ValueError as e:  # the profile's own message checks (e.g. ordering of roles)
+        raise bad_request(f"messages rejected by profile {engine.profile_name!r}: {e}", "messages",
+                          "invalid_messages")
     try:
         text = engine.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     except Exception as e:  # noqa: BLE001 - a template that rejects these messages is the client's input

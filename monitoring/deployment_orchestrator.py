@@ -65,6 +65,9 @@ class Candidate:
     signature: str        # changes when the checkpoint is rewritten (failed ones are retried then)
 
 
+_UNREACHABLE = object()
+
+
 class VerificationError(RuntimeError):
     """The new version loaded but is not what /models/info reports, or its smoke completion failed."""
 
@@ -122,8 +125,8 @@ class DeploymentOrchestrator:
         self.deployed_dir = self.paths.resolve(self.config.inference.model_dir)
         self.status_path = self.paths.status_file("deployment_status")
         self.last_path = self.paths.status_file("last_deployment")
-        prev = read_status(self.status_path) or {}
-        self.history: list[dict] = list(prev.get("history") or [])[:HISTORY_LIMIT]
+        self.daemon_mode = False   # True inside run(): only the daemon stamps pid/heartbeat_at
+        self._lock_depth = 0
         self.blocked_path = self.deployed_dir / "blocked.json"
         self.failed: dict[str, dict] = self._read_blocked()
         self.state = "idle"
@@ -311,15 +314,38 @@ class DeploymentOrchestrator:
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
-        """One deployment at a time (the daemon and a person running ``rollback``)."""
+        """One deployment (and one status-file update) at a time, across processes: the daemon and
+        a person running ``once`` / ``rollback``. Re-entrant within this object."""
         import fcntl
-        self.deployed_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.deployed_dir / ".deploy.lock", "a+") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        if self._lock_depth:
+            self._lock_depth += 1
             try:
                 yield
             finally:
+                self._lock_depth -= 1
+            return
+        self.deployed_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.deployed_dir / ".deploy.lock", "a+") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            self._lock_depth = 1
+            try:
+                yield
+            finally:
+                self._lock_depth = 0
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    @property
+    def history(self) -> list[dict]:
+        """Deployment history, newest first, as persisted in the status file (shared by the
+        daemon and the CLI, so it is always re-read rather than cached)."""
+        doc = read_status(self.status_path) or {}
+        return list(doc.get("history") or [])[:HISTORY_LIMIT]
+
+    def _record(self, entry: dict) -> None:
+        with self._lock():
+            history = [entry, *self.history][:HISTORY_LIMIT]
+            write_status(self.last_path, entry, daemon=False, clock=self.clock)
+            self.write_status(history=history)
 
     # -------------------------------------------------------------- the decision
     def check_once(self, reason: str = "manual") -> dict:
@@ -334,8 +360,16 @@ class DeploymentOrchestrator:
             if target is None:
                 result = {"action": "none", "reason": "no eligible checkpoint", "skipped": skipped[:20]}
             elif target.rel == current_ckpt:
-                result = {"action": "none", "reason": f"{target.rel} is already deployed as {current}",
-                          "skipped": skipped[:20]}
+                served = self.served_version()
+                if served in (_UNREACHABLE, current):
+                    result = {"action": "none", "reason": f"{target.rel} is already deployed as {current}",
+                              "skipped": skipped[:20]}
+                else:
+                    # models/deployed/current is the source of truth: a restarted server that could
+                    # not load it (or serves something else) is brought back to it
+                    entry = self.deploy(target, trigger=f"resync:{reason}")
+                    result = {"action": "resync", "reason": f"the server served {served!r}, current is {current!r}",
+                              "entry": entry, "skipped": skipped[:20]}
             else:
                 try:
                     reachable = self.client.is_reachable()
@@ -350,6 +384,16 @@ class DeploymentOrchestrator:
             self.last_check = {"at": now, "trigger": reason, **{k: v for k, v in result.items() if k != "entry"}}
             self.write_status()
             return result
+
+    def served_version(self) -> Any:
+        """The version the server serves; None when it has no model; _UNREACHABLE when it does not answer."""
+        from monitoring.prediction_client import PredictionError, ServerUnreachable
+        try:
+            return self.client.info().get("version")
+        except ServerUnreachable:
+            return _UNREACHABLE
+        except PredictionError as e:
+            return None if e.status == 503 else _UNREACHABLE
 
     def deploy(self, c: Candidate, trigger: str = "manual") -> dict:
         from monitoring.prediction_client import PredictionError
@@ -394,11 +438,8 @@ class DeploymentOrchestrator:
             entry["pruned"] = self.prune(keep)
         entry["finished_at"] = utc_now_iso(self.clock)
         entry["seconds"] = round(time.monotonic() - started, 3)
-        self.history.insert(0, entry)
-        del self.history[HISTORY_LIMIT:]
         self.state = "idle"
-        write_status(self.last_path, entry, daemon=False, clock=self.clock)
-        self.write_status()
+        self._record(entry)
         log.info("deployment of %s (%s): %s %s", c.rel, version, entry["outcome"], entry["error"] or "")
         return entry
 
@@ -457,22 +498,28 @@ class DeploymentOrchestrator:
                 entry["outcome"] = "failed"
                 entry["error"] = f"{type(e).__name__}: {e}"
             entry["finished_at"] = utc_now_iso(self.clock)
-            self.history.insert(0, entry)
-            del self.history[HISTORY_LIMIT:]
-            write_status(self.last_path, entry, daemon=False, clock=self.clock)
-            self.write_status()
+            self._record(entry)
             return entry
 
     # -------------------------------------------------------------- status + loop
-    def write_status(self, deploying: dict | None = None) -> None:
-        current = self.current_version()
-        cinfo = self.version_info(current)
-        write_status(self.status_path, {
-            "state": self.state, "strategy": self.dcfg.strategy, "server_url": self.client.base_url,
-            "current_version": current, "current_checkpoint": cinfo.get("checkpoint"),
-            "current_global_step": cinfo.get("global_step"), "deploying": deploying,
-            "last_check": self.last_check, "history": self.history, "failed_checkpoints": self.failed,
-        }, daemon=True, clock=self.clock)
+    def write_status(self, deploying: dict | None = None, history: list[dict] | None = None) -> None:
+        with self._lock():
+            prev = read_status(self.status_path) or {}
+            current = self.current_version()
+            cinfo = self.version_info(current)
+            payload = {
+                "state": self.state, "strategy": self.dcfg.strategy, "server_url": self.client.base_url,
+                "current_version": current, "current_checkpoint": cinfo.get("checkpoint"),
+                "current_global_step": cinfo.get("global_step"), "deploying": deploying,
+                "last_check": self.last_check,
+                "history": history if history is not None else list(prev.get("history") or [])[:HISTORY_LIMIT],
+                "failed_checkpoints": self._read_blocked(),
+            }
+            if not self.daemon_mode:  # a CLI run: keep the daemon's liveness fields as they are
+                for key in ("pid", "heartbeat_at"):
+                    if key in prev:
+                        payload[key] = prev[key]
+            write_status(self.status_path, payload, daemon=self.daemon_mode, clock=self.clock)
 
     def watch_signature(self) -> tuple:
         sig: list = [_file_sig(self.paths.status_file("model_comparisons")),
@@ -484,6 +531,7 @@ class DeploymentOrchestrator:
 
     def run(self, stop_event: threading.Event, *, monotonic: Callable[[], float] = time.monotonic) -> None:
         """The daemon loop: check on every change (polled) and every ``interval`` seconds."""
+        self.daemon_mode = True
         last_sig: tuple | None = None
         next_check = 0.0
         next_beat = 0.0

@@ -6,6 +6,7 @@ rankings and regression flags are written the way the evaluation sidecars write 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -85,7 +86,8 @@ def test_deploys_the_best_ranked_checkpoint_then_a_better_one(env, tiny_model_di
     assert entry2["outcome"] == "deployed" and entry2["previous_version"] == entry["version"]
     status = json.loads((base / "status" / "deployment_status.json").read_text())
     assert [h["version"] for h in status["history"][:2]] == [entry2["version"], entry["version"]]
-    assert status["current_version"] == entry2["version"] and status["pid"] > 0
+    assert status["current_version"] == entry2["version"]
+    assert "pid" not in status  # only the daemon stamps its pid/heartbeat (see the daemon test)
     for key in ("version", "checkpoint", "global_step", "score", "started_at", "finished_at", "outcome", "error"):
         assert key in status["history"][0], key
     last = json.loads((base / "status" / "last_deployment.json").read_text())
@@ -178,6 +180,7 @@ def test_daemon_deploys_within_seconds_of_a_ranking_change(env, tiny_model_dir):
         time.sleep(0.3)
         status = json.loads((base / "status" / "deployment_status.json").read_text())
         assert status["history"][0]["trigger"] in ("change", "start")
+        assert status["pid"] == os.getpid() and status["heartbeat_at"]
     finally:
         stop.set()
         t.join(30)
@@ -205,3 +208,23 @@ def test_manual_rollback_and_cli(env, tiny_model_dir):
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
     assert doc["current_version"] == v1 and doc["history"][0]["outcome"] == "manual_rollback"
+    # the CLI process and this one share the history (nobody's entries are lost)
+    assert [h["version"] for h in doc["history"][:3]] == [v1, v2, v1]
+    # and the daemon does not redeploy what a person rolled back
+    assert orch.check_once("test")["action"] == "none" and served(env)["version"] == v1
+
+
+def test_server_is_brought_back_to_current(env, tiny_model_dir):
+    """models/deployed/current is the source of truth: a server that serves something else (here:
+    reloaded by hand to the base model, as after a restart that could not load current) is resynced."""
+    base, srv = env
+    ckpt = new_ckpt(env, tiny_model_dir)
+    write_rankings(base, [(ckpt, 9.0)])
+    orch = orchestrator(env)
+    version = orch.check_once("test")["entry"]["version"]
+    r = httpx.post(srv.url + "/models/reload", json={"version": "base"}, timeout=120)
+    assert r.status_code == 200 and served(env)["version"] == "base"
+    res = orch.check_once("test")
+    assert res["action"] == "resync" and res["entry"]["outcome"] == "deployed", res
+    assert served(env)["version"] == version == current(env)
+    assert orch.check_once("test")["action"] == "none"

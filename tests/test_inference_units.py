@@ -146,3 +146,59 @@ def test_parse_chat_request_accepts_openai_shapes():
     assert req.messages == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "ab"}]
     assert req.max_tokens == 5 and req.stop == ["x"] and req.seed == 3 and req.include_usage
     assert req.logit_bias == {17: -100.0}
+
+
+def test_profile_shapes_prompt_stops_and_processors(tiny_model_dir):
+    """regime3: its system prompt (with today's date) is rendered into the prompt, its stop sequence
+    joins the request's, and its logits processors run inside the batcher."""
+    from datetime import datetime
+
+    from inference import profile_adapter
+    from inference.batcher import Batcher, GenRequest
+    from inference.model_loader import load_model
+    from inference.validation import bind_to_model
+
+    eng = load_model(tiny_model_dir, version="p", model_id="tiny-qwen3", device="cpu", profile_name="regime3")
+    assert eng.profile_name == "regime3" and "<<ANS_END>>" in eng.stop_sequences
+    req = bind_to_model(parse_chat_request({"messages": [{"role": "user", "content": "(add 1 2)?"}],
+                                            "stop": ["zzz"], "max_tokens": 6}), eng, 8)
+    prompt = eng.tokenizer.decode(req.prompt_ids)
+    assert "<<ANS_START>> (op a b) <<ANS_END>>" in prompt and datetime.now().strftime("%Y-%m-%d") in prompt
+    assert req.stop_all == ["zzz", "<<ANS_END>>"]
+    procs = profile_adapter.logits_processors(eng.profile, eng.tokenizer)
+    assert procs, "regime3 builds logits processors"
+    batcher = Batcher(max_batch_size=2, batch_wait_s=0.0).start()
+    try:
+        r = GenRequest(eng, req.prompt_ids, req.max_tokens, Sink(), temperature=0.0, stop=req.stop_all,
+                       processors=procs)
+        batcher.submit(r)
+        assert r.sink.done.wait(120)
+    finally:
+        batcher.stop()
+    assert r.sink.error is None and r.sink.reason in ("stop", "length")
+
+
+def test_prefill_groups_split_very_different_lengths_only():
+    from inference.batcher import prefill_groups
+    assert prefill_groups([20] * 16) == [list(range(16))]
+    groups = prefill_groups([10, 300, 12, 310, 11])
+    assert sorted(sorted(g) for g in groups) == [[0, 2, 4], [1, 3]]
+    assert prefill_groups([]) == []
+
+
+def test_server_falls_back_to_the_base_model_when_current_is_broken(tmp_path, tiny_model_dir):
+    from inference.server import ServerSettings, ServerState
+    from inference.testing import deploy_version, make_base_dir, make_checkpoint
+
+    base = make_base_dir(tmp_path / "base", tiny_model_dir)
+    broken = make_checkpoint(tiny_model_dir, base, "job-x", 5, corrupt=True)
+    deploy_version(broken, base, "v-broken", make_current=True)
+    st = ServerState(ServerSettings.from_config(base, environ={}, write_status_file=False))
+    st._initial_load()
+    assert st.engine is not None and st.engine.version == "base" and st.state == "serving"
+    assert "v-broken" in st.last_error
+    # and without a base model to fall back to, it reports no model (503) with the reason
+    st2 = ServerState(ServerSettings.from_config(base, environ={}, write_status_file=False,
+                                                 serve_base_model_when_empty=False))
+    st2._initial_load()
+    assert st2.engine is None and st2.state == "no_model" and "v-broken" in st2.last_error
