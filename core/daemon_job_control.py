@@ -63,6 +63,11 @@ class ChildControl(JobControl):
                 return "pause"
         return None
 
+    def report_step(self, global_step: int) -> None:
+        """Progress seen elsewhere (the launched ranks' status writes): tell the daemon."""
+        self.last_step = global_step
+        self._on_event({"type": "step", "global_step": global_step, "t": time.time()})
+
     def wait_resume(self) -> str | None:
         self._on_event({"type": "paused", "global_step": self.last_step})
         with self._cond:

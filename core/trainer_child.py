@@ -220,13 +220,19 @@ def _run_launched(job_doc: dict, ctl, chan: Channel, control_file: Path) -> dict
         write_control_file(control_file, cmd_name, relay_seq[0])
 
     ctl.relay = relay
+    done = threading.Event()
+    threading.Thread(target=_relay_progress, args=(job_doc.get("status_file"), ctl, done), daemon=True,
+                     name="progress").start()
     last = ""
     assert proc.stdout is not None
-    for line in proc.stdout:
-        sys.stdout.write(line)
-        if line.strip():
-            last = line.strip()
-    rc = proc.wait()
+    try:
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            if line.strip():
+                last = line.strip()
+        rc = proc.wait()
+    finally:
+        done.set()
     try:
         doc = json.loads(last)
     except json.JSONDecodeError:
@@ -238,6 +244,25 @@ def _run_launched(job_doc: dict, ctl, chan: Channel, control_file: Path) -> dict
     if doc.get("ok") is False:
         raise _LaunchFailed(doc.get("error_kind") or "other", doc.get("error") or "failed", doc)
     return doc
+
+
+def _relay_progress(status_file: str | None, ctl, done: threading.Event) -> None:
+    """The launched ranks report steps only to the status file (rank 0 writes it every logging
+    step); turn its ``current_step`` into step messages so the daemon sees progress (stall
+    detection, first-step time)."""
+    if not status_file:
+        return
+    seen = None
+    while not done.wait(0.5):
+        try:
+            doc = json.loads(Path(status_file).read_text())
+        except (OSError, ValueError):
+            continue
+        step = doc.get("current_step")
+        if doc.get("status") in ("training", "paused") and (doc.get("step_in_file") or 0) >= 1 \
+                and step is not None and step != seen:
+            seen = step
+            ctl.report_step(int(step))
 
 
 def _cuda() -> bool:

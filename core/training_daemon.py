@@ -28,6 +28,24 @@ marked "finishing" with the result before ``models/current_model/`` is swapped
 (``core.daemon_model_swap``, with the lineage's global step inside it), checkpoints registered
 and the file moved; a crash anywhere in it is completed on the next start, never trained again.
 
+Status keys this daemon owns in ``status/training_status.json`` (merged with the engine's keys,
+see ``trainer/monitoring/status_writer.py``; every write atomic, under a lock):
+  pid, daemon_pid       the daemon's PID (``trainer_pid`` is the trainer child's)
+  state                 starting | idle | training | paused | stopping | stopped | error
+  heartbeat_at          refreshed every ``daemon.heartbeat_interval`` s (stale = daemon dead)
+  daemon_started_at     ISO 8601 UTC
+  current_file, priority, job_id, queue_file   the file being trained (original name, queue name)
+  job_started_at, job_attempt                  this attempt of the job
+  queue                 {high, normal, low, processing, failed, recently_completed} counts
+  queued_total          files waiting in high+normal+low
+  paused, pause_reason, stopping, stop_reason, stopped_at, control_flags
+  last_error            {reason, message, file, at} (quarantines, job failures, config errors)
+  last_completed        {file, job_id, global_step, at}
+  lineage_global_step   the global step of models/current_model/ (its lineage.json)
+  daemon_seen_step      the last global step the child reported
+  trainer_child         {pid, state: starting|ready|busy|exited} or null
+  observer              inotify | polling;  inbox_pending: entries waiting to be complete
+
 Learning-rate schedule across files: ``training.lr_scheduler`` (default constant_with_warmup)
 with warm-up counted on the *global* step, so warm-up happens once per lineage and never
 restarts for each new file; cosine/linear decay per file is the documented alternative.
@@ -39,7 +57,6 @@ if __package__ in (None, ""):
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import dataclasses
 import json
 import logging
 import os
@@ -51,7 +68,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import click
 
@@ -59,7 +76,7 @@ from core.atomic_io import atomic_write_json, read_json
 from core.daemon_child import ChildHandle, kill_stale_child
 from core.daemon_control import active_flags, clear_flag
 from core.daemon_model_swap import has_weights, install_model, read_lineage, recover as recover_models
-from core.failure_classifier import classify_exit, classify_report
+from core.failure_classifier import classify_exit
 from core.inbox_watcher import InboxTracker, start_observer
 from core.paths import PRIORITIES, Paths
 from core.queue_store import RECORD_SUFFIX, QueueStore
@@ -334,6 +351,8 @@ class TrainingDaemon:
             self.log.info("trainer child %s ready (imports %.1fs)", msg.get("pid"), msg.get("import_s") or 0)
             self._child_failures = 0
             self._status_dirty = True
+            if self.state == "error":
+                self._set_state("paused" if self.paused else "idle")
         elif a is None:
             return
         elif t in ("step", "heartbeat"):
@@ -644,7 +663,7 @@ class TrainingDaemon:
                     self.log.exception("could not quarantine %s", a.name)
         self._write_status({**self._queue_status(), "current_file": None, "queue_file": None, "priority": None,
                             "job_id": None})
-        self._set_state("idle" if not self.stopping else "stopping")
+        self._set_state("stopping" if self.stopping else ("paused" if self.paused else "idle"))
         self.wake.set()
 
     def _job_failed(self, a: ActiveJob, rec: dict, err: dict) -> None:
@@ -770,7 +789,6 @@ class TrainingDaemon:
     def _register_checkpoints(self, rec: dict, res: dict | None = None) -> None:
         if self._db is None or not rec.get("output_dir"):
             return
-        from core.daemon_model_swap import LINEAGE_FILE  # noqa: F401 - keep import cheap & local
         for p in sorted(Path(rec["output_dir"]).glob("step-*")):
             info_path = p / "checkpoint_info.json"
             if str(p) in self._registered or not info_path.is_file():

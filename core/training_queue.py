@@ -86,6 +86,10 @@ def add_command(file: str, priority: str, base_dir: str | None, as_json: bool) -
         st = os.lstat(src)
     except FileNotFoundError:
         _fail(as_json, f"{file}: no such file")
+    from core.paths import is_within
+    if is_within(paths.inbox, src) or is_within(paths.queue, src):
+        _fail(as_json, f"{file}: already in the daemon's inbox/ or queue/ (it is picked up from there); "
+                       f"`queue add` takes files from elsewhere")
     if stat.S_ISLNK(st.st_mode):
         # A link the user names explicitly is resolved (unlike a link dropped in the inbox):
         # we copy its current content, so nothing depends on the target afterwards.

@@ -86,11 +86,21 @@ def checkpoint_complete(folder: Path) -> tuple[bool, str, dict]:
         return False, "checkpoint_info.json missing or unreadable", {}
     if info.get("complete") is not True:
         return False, "checkpoint_info.json does not say complete: true", info
+    try:
+        folder = weights_folder(folder, info)
+    except PathEscapeError:
+        return False, "checkpoint_info.json model_dir points outside the checkpoint", info
     if not (folder / "config.json").is_file():
         return False, "config.json missing", info
     if not any(folder.glob("*.safetensors")):
         return False, "no *.safetensors weights", info
     return True, "", info
+
+
+def weights_folder(folder: Path, info: dict) -> Path:
+    """Where a checkpoint's full weights are: the folder itself, or its ``merged/`` copy for LoRA
+    (checkpoint_info.json ``model_dir``)."""
+    return safe_join(folder, str(info.get("model_dir") or "."))
 
 
 def _signature(folder: Path) -> str:
@@ -267,7 +277,7 @@ class DeploymentOrchestrator:
         tmp.mkdir()
         try:
             copied = []
-            for f in sorted(c.folder.iterdir()):
+            for f in sorted(weights_folder(c.folder, c.info).iterdir()):
                 if f.is_file() and f.suffix in MODEL_SUFFIXES and f.name not in SKIP_FILES:
                     shutil.copy2(f, tmp / f.name)
                     copied.append(f.name)

@@ -1,7 +1,8 @@
 """Chaos: three files queued; the daemon and its trainer child are SIGKILLed at 10 seeded random
 moments (during start-up/intake, mid-training, right when a file finishes) and restarted each
-time. At the end every file is in recently_completed/ exactly once, nothing is lost or duplicated,
-the lineage's global step never went backwards, and models/current_model/ loads."""
+time. Then a fourth file's trainer child alone is killed under a live daemon. At the end every
+file is in recently_completed/ exactly once, nothing is lost or duplicated, the lineage's global
+step never went backwards, and models/current_model/ loads."""
 from __future__ import annotations
 
 import json
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.slow
 SEED = 20240611
 KILLS = 10
 FILES = ("alpha.jsonl", "beta.jsonl", "gamma.jsonl")
+LATE = "delta.jsonl"
 STEPS = 6
 
 
@@ -84,14 +86,25 @@ def test_chaos_sigkill_daemon_and_child(base_dir, reaper):
 
     assert sum(m in ("training", "finishing") for m in modes) >= 3, modes
 
+    # Last life: a fourth file's trainer child alone is SIGKILLed mid-training; the live daemon
+    # classifies it ("killed"), resumes the job from its checkpoint and stays up.
     proc = start_daemon(reaper, base)
-    wait_for(lambda: _done(base) == len(FILES), 300, "all files completed", interval=0.2, proc=proc)
+    write_jsonl(base / "inbox" / LATE, chat_records(16, seed=20))
+    wait_for(lambda: status(base).get("current_file") == LATE and status(base).get("pid") == proc.pid
+             and (status(base).get("step_in_file") or 0) >= 3, 300, f"{LATE} training", interval=0.02, proc=proc)
+    victim = child_pid(base)
+    kill9(victim)
+    wait_for(lambda: _done(base) == len(FILES) + 1, 300, "all files completed", interval=0.2, proc=proc)
     wait_for(lambda: status(base).get("state") == "idle", 30, "idle", proc=proc)
+    assert child_pid(base) != victim
+    late = json.loads((base / "queue" / "recently_completed" / "delta.result.json").read_text())
+    assert late["restarts"] == 1 and late["resumed_from"], late
+    assert "killed by SIGKILL" in (base / "logs" / "training_daemon.log").read_text()
     proc.terminate()
     assert proc.wait(60) == 0
 
     # every file exactly once, none lost, none duplicated
-    assert queue_names(base, "recently_completed") == sorted(FILES)
+    assert queue_names(base, "recently_completed") == sorted((*FILES, LATE))
     for folder in ("high", "normal", "low", "processing", "failed"):
         assert queue_names(base, folder) == [], folder
     assert [n for n in os.listdir(base / "inbox") if n not in ("high", "low", "normal")] == []
@@ -99,7 +112,7 @@ def test_chaos_sigkill_daemon_and_child(base_dir, reaper):
 
     # the global step never went backwards: each file continues where the previous one ended
     results = sorted((json.loads((base / "queue" / "recently_completed" / f"{Path(n).stem}.result.json").read_text())
-                      for n in FILES), key=lambda r: r["global_step_start"])
+                      for n in (*FILES, LATE)), key=lambda r: r["global_step_start"])
     prev_end = 0
     for r in results:
         assert r["global_step_end"] - r["global_step_start"] == STEPS, r
@@ -112,7 +125,7 @@ def test_chaos_sigkill_daemon_and_child(base_dir, reaper):
     from core.model_db import ModelDB
     db = ModelDB(base / "models" / "model_db.sqlite")
     done = [f["source_file"] for f in db.list_files() if f["status"] == "completed"]
-    assert sorted(done) == sorted(FILES), done
+    assert sorted(done) == sorted((*FILES, LATE)), done
 
     # models/current_model/ loads
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -3,10 +3,8 @@ scripts (detached daemon, PID file, clean stop)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from bad_inputs.daemon_harness import child_env, controller, pid_gone, queue_names, wait_for

@@ -1,5 +1,6 @@
 """The real daemon (own process, real inotify, real trainer child on the tiny model) against the
-bad-input corpus, a second daemon, and a status reader polling the whole time."""
+bad-input corpus, a second daemon, and a status reader polling the whole time; the good file
+trains with ``training.num_processes = 2`` (accelerate launch, CPU DDP)."""
 from __future__ import annotations
 
 import json
@@ -20,7 +21,10 @@ pytestmark = pytest.mark.slow
 
 def test_bad_inputs_quarantined_good_file_trained_second_daemon_refused(base_dir, reaper):
     base = base_dir
-    update_config(base, {"training": {"max_steps": 4, "save_steps": 2, "eval_steps": 0},
+    # The good file trains through `accelerate launch` with two CPU processes (gloo DDP): the
+    # multi-process path of the trainer child (the single-process path is the chaos/control tests').
+    update_config(base, {"training": {"max_steps": 4, "save_steps": 2, "eval_steps": 0, "num_processes": 2,
+                                      "device": "cpu", "per_device_batch_size": 2},
                          "data": {"max_line_bytes": 4096},
                          "daemon": {"heartbeat_interval": 0.5, "file_stable_seconds": 0.3}})
     suite = (REPO / "data" / "validation" / "syllo_validation_v1.jsonl").read_text().splitlines()
@@ -71,7 +75,7 @@ def test_bad_inputs_quarantined_good_file_trained_second_daemon_refused(base_dir
     assert sorted(n for n in os.listdir(base / "inbox") if n not in ("high", "low", "normal")) == sorted(ignored)
 
     res = json.loads((base / "queue" / "recently_completed" / "good.result.json").read_text())
-    assert res["status"] == "completed" and res["priority"] == "high"
+    assert res["status"] == "completed" and res["priority"] == "high" and res["tokens"] > 0
     assert res["steps"] == 4 and res["global_step_start"] == 0 and res["global_step_end"] == 4
     assert Path(res["checkpoint"]).name == "step-00000004" and Path(res["checkpoint"]).is_dir()
     lineage = json.loads((base / "models" / "current_model" / "lineage.json").read_text())

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -46,6 +45,18 @@ def test_tracker_close_event_settles_then_ready(tmp_path):
     assert tr.ready() == []
     clk.t += 0.15
     assert [e.path.name for e in tr.ready()] == ["a.jsonl"]
+
+
+def test_tracker_rename_into_inbox_is_ready_at_once(tmp_path):
+    paths = Paths.from_base(tmp_path).ensure()
+    clk = FakeClock()
+    tr = InboxTracker(paths, stable_seconds=5.0, close_settle=0.2, clock=clk)
+    tmp = write_jsonl(paths.inbox / ".x.jsonl.tmp", chat_records(2))
+    tr.on_event(tmp)  # in-progress name: never tracked
+    assert tr.pending_count() == 0
+    os.rename(tmp, paths.inbox / "high" / "x.jsonl")
+    tr.on_event(paths.inbox / "high" / "x.jsonl", closed=True, moved_in=True)
+    assert [(e.path.name, e.priority) for e in tr.ready()] == [("x.jsonl", "high")]
 
 
 def test_tracker_growing_file_waits_for_stable_size(tmp_path):
@@ -131,7 +142,7 @@ def test_single_instance_refuses_second_and_survives_sigkill(tmp_path):
         holder.wait(10)
         # the kernel released the lock; the stale PID file does not block a restart
         assert not is_locked(pids, "d") and running_pid(pids, "d") is None
-        with SingleInstance(pids, "d") as me:
+        with SingleInstance(pids, "d"):
             assert (pids / "d.pid").read_text().strip() == str(os.getpid())
             assert running_pid(pids, "d") == os.getpid()
         assert not (pids / "d.pid").exists()
@@ -220,3 +231,44 @@ def test_oom_retry_halves_batch_doubles_accumulation_then_gives_up(base_dir):
     assert err["reason"] == "oom" and err["oom_retries"] == 2
     assert err["config_overrides"]["training.per_device_batch_size"] == 1
     assert not store.read_record("big.jsonl")
+
+
+# ---------------------------------------------------------------- hang detection
+def test_stalled_job_is_killed_and_quarantined_as_hang(base_dir):
+    """A trainer that makes no optimizer step for daemon.stall_timeout is killed (a real process,
+    a fake monotonic clock) and its file quarantined with reason "hang"; the daemon goes on."""
+    from core.daemon_child import ChildHandle
+    from core.training_daemon import ActiveJob, TrainingDaemon
+    from trainer.config.loader import load_config
+
+    clk = FakeClock()
+    d = TrainingDaemon(base_dir, monotonic=clk)
+    d.cfg = load_config(base_dir=base_dir, overrides={"daemon.stall_timeout": 60.0})
+    d.store.enqueue(write_jsonl(d.paths.inbox / "stuck.jsonl", chat_records(3)), "normal", source="t")
+    d.store.claim(d.store.next_to_claim())
+    d.store.update_record("stuck.jsonl", started=True, job_id="stuck-1")
+    ch = ChildHandle(d.paths, wake=lambda: None)
+    ch.proc = subprocess.Popen(["sleep", "120"], start_new_session=True, stdin=subprocess.PIPE)
+    ch._eof.set()  # no message pipe in this test
+    try:
+        d.active = ActiveJob(name="stuck.jsonl", record=d.store.read_record("stuck.jsonl"), job={}, child=ch,
+                             claimed_mono=clk.t, last_progress=clk.t, started_at="t", global_step=7)
+        clk.t += 59
+        d._check_stall()
+        assert ch.poll() is None, "not stalled yet"
+        d.paused = True
+        clk.t += 600
+        d._check_stall()
+        assert ch.poll() is None, "a paused job is never a hang"
+        d.paused = False
+        d._check_stall()
+        assert ch.wait(10) == -signal.SIGKILL
+        d._check_active_child()
+        assert d.active is None
+        err = json.loads((d.paths.failed / "stuck.error.json").read_text())
+        assert err["reason"] == "hang" and "no optimizer step for 60s" in err["message"]
+        assert err["global_step"] == 7 and d.last_error["reason"] == "hang"
+    finally:
+        if ch.proc.poll() is None:
+            ch.proc.kill()
+            ch.proc.wait()

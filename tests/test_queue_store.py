@@ -148,6 +148,9 @@ def test_queue_cli_add_list_status_remove_retry(base_dir, tmp_path):
     for path, reason in [(tmp_path, "is_directory"), (tmp_path / "nope.jsonl", None)]:
         r = _run(base_dir, "add", str(path))
         assert r.exit_code == 1 and ("no such file" in r.output or reason in r.output or "directory" in r.output)
+    inside = _good(base_dir / "inbox" / "dropped.jsonl")
+    r = _run(base_dir, "add", str(inside))
+    assert r.exit_code == 1 and "already in the daemon's inbox" in r.output
     txt = tmp_path / "data.txt"
     txt.write_text("x")
     assert "only .jsonl" in _run(base_dir, "add", str(txt)).output

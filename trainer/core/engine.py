@@ -171,6 +171,8 @@ class _ContinuousTrainer(Trainer):
         super()._save_checkpoint(model, trial)
         local = self.state.global_step
         src = Path(self.args.output_dir) / f"checkpoint-{local}"
+        # Every rank writes its own RNG state into the folder: rename only once all are done.
+        self.accelerator.wait_for_everyone()
         if not self.is_world_process_zero():
             return
         global_step = self._job.global_start + local
