@@ -9,7 +9,7 @@ Throughput = non-padding tokens / seconds of ``trainer.train()`` (the job's ``me
 ``tokens / duration`` when absent), best of ``--repeats`` runs each, interleaved to share the
 machine's noise. Target: ratio (a)/(b) >= 0.95.
 
-    .venv/bin/python bench/daemon_throughput.py [--steps 60] [--batch 8] [--repeats 2]
+    .venv/bin/python bench/daemon_throughput.py [--steps 80] [--batch 8] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def engine_run(base: Path, data: Path, model: str, steps: int, batch: int, i: in
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=80)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()

@@ -56,7 +56,10 @@ def train_command(dataset, model_path, output, profile, system_prompt, max_steps
     if job_file:
         from trainer.core.job import TrainJob
         job = TrainJob.from_json(Path(job_file).read_text())
-        _run(job, standalone=False)
+        # Under `accelerate launch` every rank reads the daemon's command file itself, so
+        # pause/stop/skip reach all ranks at the same step boundary.
+        from core.daemon_job_control import FileJobControl
+        _run(job, standalone=False, control=FileJobControl.from_env())
         return
     if not dataset:
         raise click.UsageError("--dataset is required (or --job-file)")
@@ -96,10 +99,10 @@ def train_command(dataset, model_path, output, profile, system_prompt, max_steps
     _run(job, standalone=True)
 
 
-def _run(job, standalone: bool) -> None:
+def _run(job, standalone: bool, control=None) -> None:
     from trainer.core.engine import DataError, TrainerEngine
     try:
-        result = TrainerEngine().run_job(job, standalone=standalone)
+        result = TrainerEngine().run_job(job, control=control, standalone=standalone)
     except DataError as e:
         click.echo(json.dumps({"ok": False, "error": str(e), "error_kind": "data_error", "report": e.report}))
         raise SystemExit(1)

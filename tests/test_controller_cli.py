@@ -49,7 +49,8 @@ def test_trainctl_lists_commands_without_importing_torch(base_dir):
 
 def test_start_all_demo_then_stop_all(base_dir, reaper):
     env = child_env()
-    r = subprocess.run(["bash", str(REPO / "scripts" / "start_all.sh"), "--base-dir", str(base_dir), "--demo"],
+    r = subprocess.run(["bash", str(REPO / "scripts" / "start_all.sh"), "--base-dir", str(base_dir), "--demo",
+                        "--training-only", "--no-setup"],
                        capture_output=True, text=True, timeout=120, env=env)
     try:
         assert r.returncode == 0, r.stdout + r.stderr
@@ -58,7 +59,8 @@ def test_start_all_demo_then_stop_all(base_dir, reaper):
         # the demo file is validated and queued (or already claimed)
         wait_for(lambda: queue_names(base_dir, "normal") or queue_names(base_dir, "processing")
                  or queue_names(base_dir, "recently_completed"), 60, "demo file queued")
-        again = subprocess.run(["bash", str(REPO / "scripts" / "start_all.sh"), "--base-dir", str(base_dir)],
+        again = subprocess.run(["bash", str(REPO / "scripts" / "start_all.sh"), "--base-dir", str(base_dir),
+                                "--training-only", "--no-setup"],
                                capture_output=True, text=True, timeout=60, env=env)
         assert again.returncode == 0 and "already running" in again.stdout
         st = subprocess.run([sys.executable, str(REPO / "core" / "training_daemon.py"), "status", "--json",

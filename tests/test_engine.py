@@ -182,3 +182,20 @@ def test_train_cli_status_file_parses_while_training(base_dir, reaper):
     again = subprocess.run([sys.executable, str(REPO / "core/train.py"), "--dataset", str(data),
                             "--base-dir", str(base_dir), "--max-steps", "2"], capture_output=True, text=True)
     assert again.returncode != 0 and "--resume" in again.stderr
+
+
+def test_rerun_of_a_finished_job_trains_no_extra_step(base_dir):
+    """Killed after the last checkpoint but before the export: a rerun exports, never trains on."""
+    import shutil
+    from transformers import AutoModelForCausalLM
+    from trainer.core.engine import TrainerEngine, complete_checkpoints
+    data = write_jsonl(base_dir / "train.jsonl", chat_records(24, seed=6))
+    out = base_dir / "models/checkpoints/job5"
+    job = _job(base_dir, data, out, **{"training.max_steps": 6, "training.save_steps": 3, "training.eval_steps": 0})
+    first = TrainerEngine().run_job(job)
+    assert first.global_step_end == 6
+    shutil.rmtree(out / "final")
+    again = TrainerEngine().run_job(job)
+    assert again.global_step_end == 6 and again.steps == 6
+    assert [p.name for p in complete_checkpoints(out)][-1] == "step-00000006"
+    assert AutoModelForCausalLM.from_pretrained(again.final_model_dir).config.model_type == "qwen3"

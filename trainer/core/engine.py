@@ -428,6 +428,13 @@ class TrainerEngine:
             shutil.rmtree(stale, ignore_errors=True)
         resume_from = latest_complete_checkpoint(out) if job.resume else None
 
+        if resume_from is not None:
+            done = self._finished_checkpoint(resume_from)
+            if done is not None:
+                # Killed between the last checkpoint and the export: the file is fully trained.
+                # Export from that checkpoint instead of training a step past the plan.
+                return self._result_from_checkpoint(job, out, resume_from, done, global_start, t_start)
+
         device = resolve_device(cfg.training.device)
         precision = resolve_precision(cfg.training.precision, device)
         model_path = job.model_path or cfg.model.model_path
@@ -521,6 +528,42 @@ class TrainerEngine:
             cb._write(trainer.state, "completed" if st.stopped_reason is None else
                       ("stopped" if st.stopped_reason == "stop" else "skipped"))
         return result
+
+    @staticmethod
+    def _finished_checkpoint(cp: Path) -> dict | None:
+        """The checkpoint's trainer state when it is at (or past) the job's last step, else None."""
+        state = read_json(cp / "trainer_state.json") or {}
+        max_steps, step = state.get("max_steps"), state.get("global_step")
+        if isinstance(max_steps, int) and isinstance(step, int) and max_steps > 0 and step >= max_steps:
+            return state
+        return None
+
+    def _result_from_checkpoint(self, job: TrainJob, out: Path, cp: Path, state: dict, global_start: int,
+                                t_start: float) -> JobResult:
+        info = read_json(cp / CHECKPOINT_INFO) or {}
+        final = out / "final"
+        if not (final / "config.json").is_file():
+            tmp = out / "final.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            src = cp / str(info.get("model_dir") or ".")
+            for f in src.iterdir():
+                if f.is_file() and f.suffix in (".json", ".safetensors", ".jinja", ".txt", ".model") \
+                        and f.name not in ("trainer_state.json", CHECKPOINT_INFO):
+                    shutil.copy2(f, tmp / f.name)
+            _fsync_tree(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        losses = [h["loss"] for h in state.get("log_history", []) if "loss" in h]
+        local = int(state["global_step"])
+        return JobResult(ok=True, job_id=job.job_id, global_step_start=global_start,
+                         global_step_end=global_start + local, steps=local, tokens=0,
+                         train_loss_first=losses[0] if losses else None,
+                         train_loss_last=info.get("train_loss", losses[-1] if losses else None),
+                         validation_loss=info.get("validation_loss"),
+                         duration_s=round(time.time() - t_start, 3),
+                         checkpoints=[str(p) for p in complete_checkpoints(out)], final_model_dir=str(final),
+                         resumed_from=str(cp), metrics={"finished_from_checkpoint": True})
 
     def _export_final(self, trainer: Trainer, out: Path, cfg: Config) -> Path:
         final = out / "final"
