@@ -29,7 +29,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -49,7 +49,8 @@ def read_json(path: str | os.PathLike, default: Any = None) -> Any:
         return default
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a rename inside ``folder`` durable (best effort where the OS refuses)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

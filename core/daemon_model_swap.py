@@ -20,9 +20,9 @@ import struct
 import time
 from pathlib import Path
 
-from core.atomic_io import atomic_write_json, read_json
+from core.atomic_io import atomic_write_json, fsync_dir, read_json
 from core.paths import Paths
-from core.queue_fs import exchange, fsync_dir
+from core.queue_fs import exchange
 from core.status_io import utc_now_iso
 
 LINEAGE_FILE = "lineage.json"

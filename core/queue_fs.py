@@ -164,14 +164,3 @@ def _fsync_file(p: Path) -> None:
         os.close(fd)
 
 
-def fsync_dir(folder: str | os.PathLike) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -30,7 +30,6 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("deploy", "monitoring.deployment_orchestrator", "deploy_group"),
     ("eval", "monitoring.cli", "eval_group"),
     ("syllo", "tools.data.generate_syllo_batch", "syllo_command"),
-    ("monitor", "monitoring.servers.live_monitor", "monitor_command"),
 ]
 
 

@@ -76,22 +76,12 @@ PYEOF
 fi
 
 if [ "$DEMO" = 1 ]; then
-  "$PY" - "$BASE_DIR" <<'PYEOF'
-import json, random, sys, time
-from pathlib import Path
-base = Path(sys.argv[1])
-words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
-rng = random.Random(0)
-lines = []
-for i in range(64):
-    q = " ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
-    lines.append(json.dumps({"messages": [{"role": "user", "content": f"Repeat in capitals: {q}"},
-                                          {"role": "assistant", "content": q.upper()}]}))
-inbox = base / "inbox"
-name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
-tmp = inbox / f".{name}.tmp"
-tmp.write_text("\n".join(lines) + "\n")
-tmp.rename(inbox / name)  # complete by rename: the daemon never sees half a file
-print(f"demo: dropped inbox/{name} (64 examples); watch: .venv/bin/trainctl status")
-PYEOF
+  # 300 syllogism puzzles (never items of the validation suite), written aside, then renamed into
+  # inbox/ in one step so the daemon never sees half a file.
+  name="demo-$(date +%Y%m%d-%H%M%S).jsonl"
+  mkdir -p "$BASE_DIR/data/generated"
+  "$PY" tools/data/generate_syllo_batch.py --count 300 --seed "$(date +%s)" \
+    --difficulty easy:0.6,medium:0.4 --output "$BASE_DIR/data/generated/$name" >/dev/null
+  mv "$BASE_DIR/data/generated/$name" "$BASE_DIR/inbox/$name"
+  echo "demo: dropped inbox/$name (300 syllogism puzzles); watch: .venv/bin/trainctl status"
 fi
