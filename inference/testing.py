@@ -87,15 +87,16 @@ def deploy_version(src: str | os.PathLike, base_dir: str | os.PathLike, version:
 
 
 def write_rankings(base_dir: str | os.PathLike, checkpoints: list[tuple[Path, float]]) -> None:
-    """status/model_comparisons.json as the evaluation helper writes it (best first)."""
+    """status/model_comparisons.json in the comparison engine's format (``ranking``, best first)."""
     from core.status_io import write_status
     base = Path(base_dir).resolve()
     rows = []
-    for folder, score in sorted(checkpoints, key=lambda t: -t[1]):
+    for rank, (folder, score) in enumerate(sorted(checkpoints, key=lambda t: -t[1]), start=1):
         info = json.loads((folder / "checkpoint_info.json").read_text())
-        rows.append({"checkpoint": str(folder.resolve().relative_to(base)), "global_step": info["global_step"],
-                     "score": score})
-    write_status(base / "status" / "model_comparisons.json", {"rankings": rows}, daemon=False)
+        rows.append({"rank": rank, "checkpoint": str(folder.resolve().relative_to(base)),
+                     "global_step": info["global_step"], "score": score, "flagged": False})
+    write_status(base / "status" / "model_comparisons.json",
+                 {"ranking": rows, "n_ranked": len(rows), "best": rows[0] if rows else None}, daemon=False)
 
 
 def write_flagged(base_dir: str | os.PathLike, flagged: list[Path]) -> None:

@@ -207,12 +207,13 @@ class DeploymentOrchestrator:
         out: list[Candidate] = []
         if self.dcfg.strategy == "best_ranked":
             doc = read_json(self.paths.status_file("model_comparisons"))
-            rankings = doc.get("rankings") if isinstance(doc, dict) else None
-            for i, item in enumerate(rankings or []):
+            # The comparison engine's list, best first (monitoring/model_comparison_engine.py).
+            ranking = doc.get("ranking") if isinstance(doc, dict) else None
+            for i, item in enumerate(ranking or []):
                 raw = item.get("checkpoint") if isinstance(item, dict) else None
                 folder = self._resolve_checkpoint(raw)
                 if folder is None:
-                    skipped.append({"checkpoint": raw, "reason": f"rankings[{i}].checkpoint is not a folder "
+                    skipped.append({"checkpoint": raw, "reason": f"ranking[{i}].checkpoint is not a folder "
                                                                 "under models/"})
                     continue
                 score = item.get("score")
