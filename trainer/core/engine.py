@@ -240,6 +240,8 @@ class _EngineCallback(TrainerCallback):
         self.started_at = utc_now_iso()
         self.t0 = time.monotonic()
         self.tokens0 = 0
+        self._lr: float | None = None
+        self._gap: float | None = None
 
     def _write(self, state, status: str, **extra) -> None:
         if not self.is_main:
@@ -265,9 +267,6 @@ class _EngineCallback(TrainerCallback):
         }
         fields.update(extra)
         self.status.write(fields)
-
-    _lr: float | None = None
-    _gap: float | None = None
 
     def on_train_begin(self, args, state, control, **kw):
         self.eta = TimeEstimator(total_steps=state.max_steps)
@@ -478,10 +477,11 @@ class TrainerEngine:
         )
         st = _JobState(job=job, cfg=cfg, global_start=global_start)
         rank = int(os.environ.get("RANK", "0"))
+        # Length-grouped batches (little padding); the longest batch goes first so an out-of-memory
+        # batch size fails at step 1, not hours into a file. group_size=1 gives plain random batches.
         sampler = LengthGroupedBatchSampler(list(train_ds.lengths), tr.per_device_batch_size, seed=tr.seed,
-                                            shuffle=True) if tr.group_by_length else \
-            LengthGroupedBatchSampler(list(train_ds.lengths), tr.per_device_batch_size, seed=tr.seed,
-                                      shuffle=True, group_size=1)
+                                            shuffle=True, group_size=64 if tr.group_by_length else 1,
+                                            longest_first=tr.group_by_length)
         collator = PadCollator(tokenizer.pad_token_id)
         status = StatusWriter(job.status_file or None, standalone=standalone)
         cb = _EngineCallback(st, control, status, is_main=(rank == 0))
