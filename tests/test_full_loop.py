@@ -49,27 +49,39 @@ def test_drop_to_served_through_start_and_stop_scripts(base_dir, tmp_path):
                        check=True, capture_output=True, timeout=60)
         os.replace(data, base_dir / "inbox" / "syllo.jsonl")
 
+        def read(name: str):
+            try:
+                return json.loads((base_dir / name).read_text())
+            except (OSError, ValueError):
+                return None
+
+        # Settled = the file is trained, every checkpoint of it is evaluated and ranked, and the
+        # server serves the checkpoint ranked first (which may be the periodic or the final one).
         deadline = time.time() + 300
-        info, deployed = None, None
+        info, last = None, {}
         while time.time() < deadline:
-            deployed = json.loads((base_dir / "status/deployment_status.json").read_text()) \
-                if (base_dir / "status/deployment_status.json").exists() else None
-            if deployed and deployed.get("current_version"):
+            done = read("queue/recently_completed/syllo.result.json")
+            tests = read("status/automated_testing.json") or {}
+            comparisons = read("status/model_comparisons.json") or {}
+            ranking = comparisons.get("ranking") or []
+            last = {"done": bool(done), "tests": {k: tests.get(k) for k in ("state", "n_pending")},
+                    "ranked": [r["checkpoint"] for r in ranking], "deployment": read("status/deployment_status.json")}
+            if done and tests.get("n_pending") == 0 and tests.get("state") == "idle" and ranking and \
+                    any(r["global_step"] == done["global_step_end"] for r in ranking):
                 try:
                     info = _get(f"http://127.0.0.1:{port}/models/info")
                 except OSError:
                     info = None
-                if info and info.get("version") == deployed["current_version"]:
+                deployment = read("status/deployment_status.json") or {}
+                if info and info.get("checkpoint") == ranking[0]["checkpoint"] == \
+                        deployment.get("current_checkpoint"):
                     break
+            info = None
             time.sleep(0.5)
-        assert info is not None, json.dumps(deployed, indent=1)[:3000]
-        done = json.loads((base_dir / "queue/recently_completed/syllo.result.json").read_text())
-        lineage = json.loads((base_dir / "status/training_status.json").read_text())["lineage_global_step"]
-        ranking = json.loads((base_dir / "status/model_comparisons.json").read_text())["ranking"]
-        # what is served is the checkpoint the comparison ranked best, at the lineage's step
-        assert info["checkpoint"] == ranking[0]["checkpoint"]
-        assert info["global_step"] == ranking[0]["global_step"] == lineage
+        assert info is not None, json.dumps(last, indent=1)[:4000]
+        lineage = read("status/training_status.json")["lineage_global_step"]
         assert done["global_step_end"] == lineage and done["checkpoint"].endswith(f"step-{lineage:08d}")
+        assert info["global_step"] == ranking[0]["global_step"]
         reply = urllib.request.urlopen(urllib.request.Request(
             f"http://127.0.0.1:{port}/v1/chat/completions", method="POST",
             headers={"Content-Type": "application/json"},
