@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """The warm trainer child: started by the training daemon *before* a file arrives, it imports
 torch/transformers/the engine (several seconds) and then waits for one job on stdin. That is what
-makes drop-to-first-step latency small. One job per process: a fresh child per job gives OOM
-retries a clean CUDA context and keeps leaks from piling up; the daemon starts the next warm
-child while it finishes the previous job's bookkeeping.
+makes drop-to-first-step latency small. A child runs up to ``daemon.child_max_jobs`` jobs, then
+a fresh process replaces it (so leaks never pile up); a child whose job failed is always replaced,
+which gives an OOM retry a clean CUDA context. The daemon starts the next warm child while it
+finishes the previous job's bookkeeping.
 
 Protocol (JSON lines):
   daemon -> child, stdin:  {"cmd": "job", "job": {TrainJob}} | {"cmd": "pause"|"resume"|"stop"|"skip"}
