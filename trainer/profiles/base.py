@@ -214,6 +214,22 @@ class DataProfile:
         from transformers import LogitsProcessorList
         return LogitsProcessorList()
 
+    def stop_signal_processors(self, tokenizer: Any) -> list:
+        """Processors that act once a stop sequence was emitted, from the options
+        ``post_stop_base_penalty`` / ``post_stop_growth`` / ``post_stop_max_penalty`` (escalating
+        penalty on every non-EOS token) and ``eos_reward`` (EOS made likelier)."""
+        from core.logit_penalty import EOSRewardProcessor, PostStopPenaltyProcessor
+        o = self.options
+        procs: list = []
+        if o["post_stop_base_penalty"] or o["post_stop_growth"]:
+            procs.append(PostStopPenaltyProcessor(self.stop_sequences, o["post_stop_base_penalty"],
+                                                  o["post_stop_growth"], tokenizer=tokenizer,
+                                                  max_penalty=o["post_stop_max_penalty"]))
+        if o["eos_reward"]:
+            procs.append(EOSRewardProcessor(None, o["eos_reward"], stop_sequences=self.stop_sequences,
+                                            tokenizer=tokenizer))
+        return procs
+
     def postprocess(self, text: str) -> str:
         """``text`` cut at the earliest stop sequence (the stop sequence and everything after it go)."""
         cut = len(text)

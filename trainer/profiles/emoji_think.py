@@ -219,18 +219,11 @@ class EmojiThinkProfile(DataProfile):
 
     def build_logits_processors(self, tokenizer: Any):
         from transformers import LogitsProcessorList
-        from core.logit_penalty import (EOSRewardProcessor, PostStopPenaltyProcessor,
-                                        ThinkTagPenaltyProcessor)
+        from core.logit_penalty import ThinkTagPenaltyProcessor
         o = self.options
         procs = LogitsProcessorList()
         if o["think_penalty"]:
             procs.append(ThinkTagPenaltyProcessor(tokenizer, o["think_penalty"],
                                                   schedule=o["think_penalty_schedule"]))
-        if o["post_stop_base_penalty"] or o["post_stop_growth"]:
-            procs.append(PostStopPenaltyProcessor(self.stop_sequences, o["post_stop_base_penalty"],
-                                                  o["post_stop_growth"], tokenizer=tokenizer,
-                                                  max_penalty=o["post_stop_max_penalty"]))
-        if o["eos_reward"]:
-            procs.append(EOSRewardProcessor(None, o["eos_reward"], stop_sequences=self.stop_sequences,
-                                            tokenizer=tokenizer))
+        procs.extend(self.stop_signal_processors(tokenizer))
         return procs

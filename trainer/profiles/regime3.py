@@ -282,14 +282,4 @@ class Regime3Profile(DataProfile):
 
     def build_logits_processors(self, tokenizer: Any):
         from transformers import LogitsProcessorList
-        from core.logit_penalty import EOSRewardProcessor, PostStopPenaltyProcessor
-        o = self.options
-        procs = LogitsProcessorList()
-        if o["post_stop_base_penalty"] or o["post_stop_growth"]:
-            procs.append(PostStopPenaltyProcessor(self.stop_sequences, o["post_stop_base_penalty"],
-                                                  o["post_stop_growth"], tokenizer=tokenizer,
-                                                  max_penalty=o["post_stop_max_penalty"]))
-        if o["eos_reward"]:
-            procs.append(EOSRewardProcessor(None, o["eos_reward"], stop_sequences=self.stop_sequences,
-                                            tokenizer=tokenizer))
-        return procs
+        return LogitsProcessorList(self.stop_signal_processors(tokenizer))
