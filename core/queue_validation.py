@@ -9,8 +9,8 @@ assistant turn, huge lines ... each with line numbers), and finally the leak gua
 items of the fixed validation suite is refused (``contains_validation_items``).
 
 Token-level checks (over-long examples with ``overlong_policy=fail``) need the tokenizer, which
-only the trainer child loads; the engine re-validates with it and a failure there is reported as
-``data_error`` with the same report format.
+only the trainer child loads; the engine measures them when it tokenizes (on the records as
+trained, profile included) and reports a failure there as ``data_error`` with the file's line number.
 """
 from __future__ import annotations
 

@@ -199,3 +199,14 @@ def test_rerun_of_a_finished_job_trains_no_extra_step(base_dir):
     assert again.global_step_end == 6 and again.steps == 6
     assert [p.name for p in complete_checkpoints(out)][-1] == "step-00000006"
     assert AutoModelForCausalLM.from_pretrained(again.final_model_dir).config.model_type == "qwen3"
+
+
+def test_overlong_example_under_policy_fail_names_its_line(base_dir):
+    from trainer.core.engine import DataError, TrainerEngine
+    recs = chat_records(6, seed=7, max_words=5)
+    recs[3]["messages"][1]["content"] = " ".join(["delta"] * 400)  # far beyond max_length 128
+    data = write_jsonl(base_dir / "long.jsonl", recs)
+    with pytest.raises(DataError) as ei:
+        TrainerEngine().run_job(_job(base_dir, data, base_dir / "models/checkpoints/long",
+                                     **{"data.overlong_policy": "fail"}))
+    assert [(e["line"], e["reason"]) for e in ei.value.report["errors"]] == [(4, "overlong")]

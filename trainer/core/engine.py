@@ -341,11 +341,17 @@ class TrainerEngine:
             tok.pad_token = tok.eos_token
         return tok
 
-    def prepare_records(self, dataset: str, tokenizer, cfg: Config) -> list[dict]:
+    def build_train_dataset(self, dataset: str, tokenizer, cfg: Config):
+        """Validate the file's structure, apply the profile, tokenize once.
+
+        The validator runs without the tokenizer: token lengths are measured by ``build_dataset``
+        on the records as trained (profile and system prompt included), which also applies
+        ``data.overlong_policy``; its errors are reported with the file's line number."""
         from core.validator import validate_file
+        from trainer.core.tokenization import DatasetError, build_dataset
         from trainer.profiles import get_profile
         profile = get_profile(cfg.profile.name, cfg.profile.options)
-        report = validate_file(dataset, tokenizer=tokenizer, max_length=cfg.data.max_length,
+        report = validate_file(dataset, tokenizer=None, max_length=cfg.data.max_length,
                                overlong_policy=cfg.data.overlong_policy,
                                drop_duplicates=cfg.data.drop_duplicates,
                                max_line_bytes=cfg.data.max_line_bytes, profile=profile)
@@ -353,10 +359,21 @@ class TrainerEngine:
             raise DataError(f"{dataset}: not trainable: {report.summary()}", report.to_dict())
         system_prompt = profile.render_system_prompt(cfg.profile.system_prompt or None)
         # Plain-text records are language-modelling data: no chat framing, no profile.
-        return [ex if "text" in ex else profile.transform_example(ex, i, system_prompt)
-                for i, ex in enumerate(report.examples)]
+        records = [ex if "text" in ex else profile.transform_example(ex, i, system_prompt)
+                   for i, ex in enumerate(report.examples)]
+        try:
+            ds = build_dataset(tokenizer, records, max_length=cfg.data.max_length, loss_on=cfg.data.loss_on,
+                               overlong_policy=cfg.data.overlong_policy)
+        except DatasetError as e:
+            line = report.example_lines[e.index] if e.index is not None else None
+            err = {"line": line, "field": "messages", "reason": e.reason, "message": e.message}
+            raise DataError(f"{dataset}:{line}: {e.reason}: {e.message}",
+                            {**report.to_dict(), "ok": False, "errors": [err]}) from e
+        if len(ds) == 0:
+            raise DataError(f"{dataset}: no trainable example after tokenization", report.to_dict())
+        return ds
 
-    def _eval_records(self, job: TrainJob, cfg: Config, tokenizer) -> list[dict]:
+    def _eval_records(self, job: TrainJob, cfg: Config) -> list[dict]:
         from tools.data.syllo_puzzles import rerender_record
         from trainer.core.records import normalize_record
         from trainer.profiles import get_profile
@@ -438,12 +455,8 @@ class TrainerEngine:
         precision = resolve_precision(cfg.training.precision, device)
         model_path = job.model_path or cfg.model.model_path
         tokenizer = self._load_tokenizer(model_path)
-        records = self.prepare_records(job.dataset, tokenizer, cfg)
-        train_ds = build_dataset(tokenizer, records, max_length=cfg.data.max_length, loss_on=cfg.data.loss_on,
-                                 overlong_policy=cfg.data.overlong_policy)
-        if len(train_ds) == 0:
-            raise DataError(f"{job.dataset}: no trainable example after tokenization")
-        eval_recs = self._eval_records(job, cfg, tokenizer)
+        train_ds = self.build_train_dataset(job.dataset, tokenizer, cfg)
+        eval_recs = self._eval_records(job, cfg)
         eval_ds = build_dataset(tokenizer, eval_recs, max_length=cfg.data.max_length, loss_on=cfg.data.loss_on,
                                 overlong_policy="truncate") if eval_recs else None
 
