@@ -44,14 +44,13 @@ from typing import Any, Callable, Iterator
 import click
 
 from core.atomic_io import atomic_write_json, atomic_write_text, read_json
+from core.model_files import model_files
 from core.paths import PathEscapeError, Paths, is_within, safe_join
 from core.status_io import read_status, utc_now_iso, write_status
 
 log = logging.getLogger("deployment_orchestrator")
 
 HISTORY_LIMIT = 50
-MODEL_SUFFIXES = (".json", ".safetensors", ".jinja", ".txt", ".model", ".tiktoken")
-SKIP_FILES = {"trainer_state.json"}
 
 
 @dataclass
@@ -278,10 +277,9 @@ class DeploymentOrchestrator:
         tmp.mkdir()
         try:
             copied = []
-            for f in sorted(weights_folder(c.folder, c.info).iterdir()):
-                if f.is_file() and f.suffix in MODEL_SUFFIXES and f.name not in SKIP_FILES:
-                    shutil.copy2(f, tmp / f.name)
-                    copied.append(f.name)
+            for f in model_files(weights_folder(c.folder, c.info)):
+                shutil.copy2(f, tmp / f.name)
+                copied.append(f.name)
             if not any(n.endswith(".safetensors") for n in copied):
                 raise RuntimeError(f"{c.rel} has no safetensors weights")
             info = {"version": version, "checkpoint": c.rel, "global_step": c.global_step, "job_id": c.job_id,

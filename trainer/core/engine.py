@@ -26,6 +26,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerC
                           TrainingArguments)
 
 from core.atomic_io import atomic_write_json, read_json
+from core.model_files import model_files
 from core.status_io import utc_now_iso
 from core.time_estimator import TimeEstimator
 from trainer.config.loader import validate_dict
@@ -560,10 +561,8 @@ class TrainerEngine:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             src = cp / str(info.get("model_dir") or ".")
-            for f in src.iterdir():
-                if f.is_file() and f.suffix in (".json", ".safetensors", ".jinja", ".txt", ".model") \
-                        and f.name not in ("trainer_state.json", CHECKPOINT_INFO):
-                    shutil.copy2(f, tmp / f.name)
+            for f in model_files(src, skip={CHECKPOINT_INFO}):  # as save_pretrained writes it
+                shutil.copy2(f, tmp / f.name)
             _fsync_tree(tmp)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
