@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.atomic_io import atomic_write_text
+from core.json_lines import iter_json_lines
 from core.paths import Paths
 
 CHILD_SCRIPT = Path(__file__).resolve().parent / "trainer_child.py"
@@ -96,14 +97,7 @@ class ChildHandle:
 
     def _reader(self, fd: int) -> None:
         with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    msg = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
+            for msg in iter_json_lines(f):
                 if msg.get("type") == "ready":
                     self.ready_at = time.monotonic()
                     self.jobs_done = int(msg.get("jobs_done") or 0)

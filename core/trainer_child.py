@@ -42,6 +42,8 @@ import time
 import traceback
 from pathlib import Path
 
+from core.json_lines import iter_json_lines
+
 MSG_FD_ENV = "TRAINER_CHILD_MSG_FD"
 PARENT_ENV = "TRAINER_CHILD_PARENT_PID"
 REPO = Path(__file__).resolve().parents[1]
@@ -80,14 +82,7 @@ def _stdin_reader(jobs: "queue.Queue", make_ctl) -> None:
     job line is read, so a command that follows the job on the pipe can never be lost or reach
     another job (commands carry the job id they are meant for)."""
     current = {"ctl": None, "job_id": None}
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            msg = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for msg in iter_json_lines(sys.stdin):
         cmd = msg.get("cmd")
         if cmd == "job":
             ctl = make_ctl()
