@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.testing import REPO, ServerProcess, make_base_dir, make_checkpoint, write_rankings  # noqa: E402
+from inference.testing import REPO, ServerProcess, stop_process_group, make_base_dir, make_checkpoint, write_rankings  # noqa: E402
 
 TARGET_S = 10.0
 OLD_DESIGN_S = 15 * 60.0
@@ -44,13 +43,7 @@ def start_orchestrator(base: Path, url: str) -> subprocess.Popen:
 
 
 def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    stop_process_group(proc, 30)
 
 
 def measure(strategy: str, model_dir: Path, root: Path, n: int, poll: float, timeout: float) -> list[float]:

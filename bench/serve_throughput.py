@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.testing import REPO, ServerProcess, free_port, make_base_dir  # noqa: E402
+from inference.testing import ServerProcess, free_port, make_base_dir, stop_process_group  # noqa: E402
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
 
@@ -93,13 +92,7 @@ def wait_health(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
 
 
 def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    stop_process_group(proc, 20)
 
 
 def run_hf(model_dir: Path, cb: bool, env: dict, a: argparse.Namespace, log_dir: Path) -> dict | None:

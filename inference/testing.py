@@ -108,6 +108,25 @@ def write_flagged(base_dir: str | os.PathLike, flagged: list[Path]) -> None:
                  daemon=False)
 
 
+def stop_process_group(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM the process group a helper started (start_new_session=True), SIGKILL after
+    ``timeout`` seconds."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait(10)
+
+
 class ServerProcess:
     """``python3 inference/cli.py`` as a real subprocess in its own process group."""
 
@@ -152,19 +171,7 @@ class ServerProcess:
             return ""
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-                self.proc.wait(10)
+        stop_process_group(self.proc, timeout)
         self._log.close()
 
     def __enter__(self) -> "ServerProcess":

@@ -131,7 +131,6 @@ def test_bad_dataset_raises_data_error_with_report(base_dir):
 
 
 def test_lora_exports_merged_full_weights(base_dir, tiny_model_dir):
-    import torch
     from transformers import AutoModelForCausalLM
     from trainer.core.engine import TrainerEngine, complete_checkpoints
     data = write_jsonl(base_dir / "train.jsonl", chat_records(32, seed=4))

@@ -19,7 +19,6 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback,
