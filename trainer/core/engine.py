@@ -194,7 +194,6 @@ class _ContinuousTrainer(Trainer):
         if dst.exists():  # a re-save of the same step (e.g. end of file right after a periodic save)
             shutil.rmtree(dst)
         os.replace(src, dst)
-        self._job.checkpoints.append(str(dst))
         self._rotate(keep=self._job.cfg.training.save_total_limit)
 
     def _rotate(self, keep: int) -> None:
@@ -222,10 +221,8 @@ class _JobState:
     last_loss: float | None = None
     first_loss: float | None = None
     validation_loss: float | None = None
-    checkpoints: list = dataclasses.field(default_factory=list)
     stopped_reason: str | None = None
     pause_pending: bool = False
-    started: float = dataclasses.field(default_factory=time.time)
 
 
 class _EngineCallback(TrainerCallback):
