@@ -19,7 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def make_base(config_patch: dict | None = None) -> Path:
     """A fresh base dir with the tiny model built into it (seconds, no network)."""
-    from core.paths import Paths
+    from foundation.paths import Paths
     from tools.models.make_tiny_model import build
     root = Path(tempfile.mkdtemp(prefix="daemon-bench-"))
     model = root / "tiny-qwen3"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.core.batching import LengthGroupedBatchSampler, pad_share, random_batches  # noqa: E402
+from trainer.data.batching import LengthGroupedBatchSampler, pad_share, random_batches  # noqa: E402
 
 
 def main() -> int:

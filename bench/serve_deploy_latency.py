@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.testing import REPO, ServerProcess, stop_process_group, make_base_dir, make_checkpoint, write_rankings  # noqa: E402
+from tests.helpers.inference_server import REPO, ServerProcess, stop_process_group, make_base_dir, make_checkpoint, write_rankings  # noqa: E402
 
 TARGET_S = 10.0
 OLD_DESIGN_S = 15 * 60.0

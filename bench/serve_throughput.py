@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.testing import ServerProcess, free_port, make_base_dir, stop_process_group  # noqa: E402
+from tests.helpers.inference_server import ServerProcess, free_port, make_base_dir, stop_process_group  # noqa: E402
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
 

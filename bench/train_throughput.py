@@ -28,7 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def skewed_dataset(n: int, max_length: int, seed: int, tokenizer) -> list[dict]:
     """Chat records whose token lengths (as trained) spread uniformly from 24 to max_length."""
-    from trainer.core.tokenization import tokenize_example
+    from trainer.data.tokenization import tokenize_example
     rng = random.Random(seed)
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi".split()
 
@@ -55,7 +55,7 @@ def skewed_dataset(n: int, max_length: int, seed: int, tokenizer) -> list[dict]:
 
 def held_out_loss(model, tokenizer, records, max_length: int) -> float:
     import torch
-    from trainer.core.tokenization import tokenize_example
+    from trainer.data.tokenization import tokenize_example
     model.eval()
     tot, n = 0.0, 0
     with torch.no_grad():
@@ -74,8 +74,8 @@ def held_out_loss(model, tokenizer, records, max_length: int) -> float:
 
 def run_ours(model_dir, data_path, out_dir, steps, batch, max_length, lr, seed):
     from trainer.config.loader import config_to_dict, validate_dict
-    from trainer.core.engine import TrainerEngine
-    from trainer.core.job import TrainJob
+    from trainer.engine.engine import TrainerEngine
+    from trainer.engine.job import TrainJob
     cfg = config_to_dict(validate_dict({
         "model": {"model_path": str(model_dir)},
         "training": {"max_steps": steps, "per_device_batch_size": batch, "learning_rate": lr, "warmup_steps": 5,
@@ -94,7 +94,7 @@ def run_baseline(model_dir, records, out_dir, steps, batch, max_length, lr, seed
     import torch
     from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer,
                               TrainerCallback, TrainingArguments)
-    from trainer.core.tokenization import tokenize_example
+    from trainer.data.tokenization import tokenize_example
     tok = AutoTokenizer.from_pretrained(model_dir)
     feats = []
     for r in records:

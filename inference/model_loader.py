@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.paths import PathEscapeError, Paths, is_within, safe_join
+from foundation.paths import PathEscapeError, Paths, is_within, safe_join
 from inference.errors import APIError, INVALID_REQUEST, NOT_FOUND
 from inference import profile_adapter
 
@@ -77,7 +77,7 @@ class LoadedModel:
 
 
 def _iso(ts: float) -> str:
-    from core.status_io import utc_now_iso
+    from foundation.status_io import utc_now_iso
     return utc_now_iso(lambda: ts)
 
 

@@ -29,7 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.paths import Paths
+from foundation.paths import Paths
 from inference.batcher import Batcher, GenRequest
 from inference.errors import (APIError, AUTHENTICATION, INVALID_REQUEST, NOT_FOUND, PERMISSION, SERVER, UNAVAILABLE,
                               error_envelope)
@@ -186,7 +186,7 @@ class ServerState:
     def start(self) -> None:
         self.batcher.start()
         if self.settings.write_status_file:
-            from core.atomic_io import atomic_write_text
+            from foundation.atomic_io import atomic_write_text
             import os
             atomic_write_text(self.pid_file, f"{os.getpid()}\n")
         t = threading.Thread(target=self._initial_load, name="initial-load", daemon=True)
@@ -324,7 +324,7 @@ class ServerState:
     def _write_status(self, state: str | None = None) -> None:
         if not self.settings.write_status_file:
             return
-        from core.status_io import write_status
+        from foundation.status_io import write_status
         s = self.settings
         try:
             write_status(self.paths.status_file("inference_server"), {
@@ -344,7 +344,7 @@ class ServerState:
 
 
 def _iso(ts: float) -> str:
-    from core.status_io import utc_now_iso
+    from foundation.status_io import utc_now_iso
     return utc_now_iso(lambda: ts)
 
 

@@ -60,7 +60,7 @@ def write_jsonl(path: Path, records: list) -> Path:
 def base_dir(tmp_path, tiny_model_dir) -> Path:
     """A fresh runtime base dir with every folder and a config.json on the tiny model,
     sized for fast CPU tests."""
-    from core.paths import Paths
+    from foundation.paths import Paths
     paths = Paths.from_base(tmp_path / "base").ensure()
     cfg = {
         "model": {"model_path": str(tiny_model_dir), "base_model": str(tiny_model_dir)},

@@ -122,7 +122,7 @@ def test_chaos_sigkill_daemon_and_child(base_dir, reaper):
     assert final_step == prev_end and final_step >= lineage_seen[-1]
 
     # the model registry saw each file complete exactly once
-    from core.model_db import ModelDB
+    from foundation.model_db import ModelDB
     db = ModelDB(base / "models" / "model_db.sqlite")
     done = [f["source_file"] for f in db.list_files() if f["status"] == "completed"]
     assert sorted(done) == sorted((*FILES, LATE)), done

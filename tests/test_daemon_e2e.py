@@ -83,7 +83,7 @@ def test_bad_inputs_quarantined_good_file_trained_second_daemon_refused(base_dir
     assert (base / "models" / "current_model" / "model.safetensors").is_file()
 
     # checkpoints are registered in the model registry with the file that produced them
-    from core.model_db import ModelDB
+    from foundation.model_db import ModelDB
     db = ModelDB(base / "models" / "model_db.sqlite")
     ckpts = {Path(c["path"]).name: c for c in db.list_checkpoints()}
     assert {"step-00000002", "step-00000004"} <= set(ckpts)

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from conftest import chat_records, write_jsonl
-from core.daemon_control import active_flags, clear_flag, read_flag, write_flag
-from core.daemon_model_swap import ModelDirError, install_model, read_lineage, recover, verify_model_dir
-from core.failure_classifier import classify_exception, classify_exit, classify_report
-from core.inbox_watcher import InboxTracker, is_ignored_name
-from core.paths import Paths
-from core.single_instance import AlreadyRunning, SingleInstance, is_locked, running_pid
+from core.daemon.control_flags import active_flags, clear_flag, read_flag, write_flag
+from core.daemon.model_swap import ModelDirError, install_model, read_lineage, recover, verify_model_dir
+from core.daemon.failure_classifier import classify_exception, classify_exit, classify_report
+from core.jobqueue.inbox_watcher import InboxTracker, is_ignored_name
+from foundation.paths import Paths
+from foundation.single_instance import AlreadyRunning, SingleInstance, is_locked, running_pid
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +99,7 @@ def test_tracker_priorities_and_ignored_names(tmp_path):
 # ---------------------------------------------------------------- failure classification
 def test_classifier_on_real_exceptions():
     import torch
-    from trainer.core.engine import DataError, NanLossError
+    from trainer.engine.engine import DataError, NanLossError
     assert classify_exception(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")).kind == "oom"
     assert classify_exception(torch.OutOfMemoryError("x")).retryable
     assert classify_exception(NanLossError("training loss is nan at global step 7")).kind == "nan_loss"
@@ -129,7 +129,7 @@ def test_single_instance_refuses_second_and_survives_sigkill(tmp_path):
     pids = tmp_path / ".pids"
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; sys.path.insert(0, %r)\n"
-        "from core.single_instance import SingleInstance\n"
+        "from foundation.single_instance import SingleInstance\n"
         "SingleInstance(%r, 'd').acquire(); print('locked', flush=True); time.sleep(60)") % (str(REPO), str(pids))],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -203,8 +203,8 @@ def test_install_model_swaps_atomically_and_verifies(tmp_path, tiny_model_dir):
 
 # ---------------------------------------------------------------- OOM retry decision
 def test_oom_retry_halves_batch_doubles_accumulation_then_gives_up(base_dir):
-    from core.queue_store import QueueStore
-    from core.training_daemon import TrainingDaemon
+    from core.jobqueue.store import QueueStore
+    from core.daemon.daemon import TrainingDaemon
     from trainer.config.loader import load_config
 
     d = TrainingDaemon(base_dir)
@@ -237,8 +237,8 @@ def test_oom_retry_halves_batch_doubles_accumulation_then_gives_up(base_dir):
 def test_stalled_job_is_killed_and_quarantined_as_hang(base_dir):
     """A trainer that makes no optimizer step for daemon.stall_timeout is killed (a real process,
     a fake monotonic clock) and its file quarantined with reason "hang"; the daemon goes on."""
-    from core.daemon_child import ChildHandle
-    from core.training_daemon import ActiveJob, TrainingDaemon
+    from core.daemon.child import ChildHandle
+    from core.daemon.daemon import ActiveJob, TrainingDaemon
     from trainer.config.loader import load_config
 
     clk = FakeClock()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from trainer.core.batching import LengthGroupedBatchSampler, PadCollator, pad_share, random_batches
+from trainer.data.batching import LengthGroupedBatchSampler, PadCollator, pad_share, random_batches
 
 
 def _uniform_lengths(n=4000, lo=8, hi=512, seed=0):
@@ -88,7 +88,7 @@ def test_collator_pads_right():
 def test_dataloader_with_real_tokenized_dataset(tiny_model_dir):
     from transformers import AutoTokenizer
     from tests.conftest import chat_records
-    from trainer.core.tokenization import build_dataset
+    from trainer.data.tokenization import build_dataset
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     ds = build_dataset(tok, chat_records(50, min_words=1, max_words=30), max_length=512)
     assert not ds.skipped and len(set(ds.lengths)) > 10

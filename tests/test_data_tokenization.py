@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.core.tokenization import (IGNORE_INDEX, DatasetError, TokenizationError, build_dataset,
+from trainer.data.tokenization import (IGNORE_INDEX, DatasetError, TokenizationError, build_dataset,
                                        decode_labelled, end_of_turn_marker, tokenize_example)
-from trainer.core.records import normalize_record
-from trainer.core.tokenization import _skeleton, _spans_by_sentinel
+from trainer.data.records import normalize_record
+from trainer.data.tokenization import _skeleton, _spans_by_sentinel
 
 
 def _verbatim(tok, messages) -> bool:

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from core.validator import ValidationReport, format_issues, validate_file
-from trainer.core.records import RecordError, normalize_record
+from trainer.data.validator import ValidationReport, format_issues, validate_file
+from trainer.data.records import RecordError, normalize_record
 from tests.conftest import chat_records, write_jsonl
 
 GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}

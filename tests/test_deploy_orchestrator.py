@@ -15,8 +15,8 @@ import time
 import httpx
 import pytest
 
-from inference.testing import REPO, ServerProcess, make_base_dir, make_checkpoint, write_flagged, write_rankings
-from monitoring.deployment_orchestrator import DeploymentOrchestrator, version_name
+from tests.helpers.inference_server import REPO, ServerProcess, make_base_dir, make_checkpoint, write_flagged, write_rankings
+from monitoring.deployment.orchestrator import DeploymentOrchestrator, version_name
 from monitoring.prediction_client import PredictionClient
 from trainer.config.loader import load_config
 

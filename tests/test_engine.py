@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import chat_records, write_jsonl
 from trainer.config.loader import config_to_dict, load_config
-from trainer.core.job import JobControl, TrainJob
+from trainer.engine.job import JobControl, TrainJob
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ class StopAt(JobControl):
 
 
 def test_lr_warmup_counts_global_steps_and_never_restarts():
-    from trainer.core.engine import lr_lambda_factory
+    from trainer.engine.engine import lr_lambda_factory
     first = lr_lambda_factory("constant_with_warmup", warmup_steps=10, global_start=0, num_training_steps=20)
     later = lr_lambda_factory("constant_with_warmup", warmup_steps=10, global_start=20, num_training_steps=20)
     assert first(0) == pytest.approx(1 / 11) and first(9) == pytest.approx(10 / 11) and first(10) == 1.0
@@ -51,7 +51,7 @@ def test_lr_warmup_counts_global_steps_and_never_restarts():
 
 def test_30_steps_lower_loss_and_write_complete_checkpoints(base_dir):
     from transformers import AutoModelForCausalLM
-    from trainer.core.engine import TrainerEngine, complete_checkpoints
+    from trainer.engine.engine import TrainerEngine, complete_checkpoints
     data = write_jsonl(base_dir / "train.jsonl", chat_records(64, seed=1))
     write_jsonl(base_dir / "data/validation/val.jsonl", chat_records(8, seed=99))
     out = base_dir / "models/checkpoints/job1"
@@ -80,7 +80,7 @@ def test_30_steps_lower_loss_and_write_complete_checkpoints(base_dir):
 
 
 def test_resume_continues_step_count_and_ignores_incomplete_checkpoint(base_dir):
-    from trainer.core.engine import TrainerEngine, complete_checkpoints
+    from trainer.engine.engine import TrainerEngine, complete_checkpoints
     data = write_jsonl(base_dir / "train.jsonl", chat_records(48, seed=2))
     out = base_dir / "models/checkpoints/job2"
     job = _job(base_dir, data, out, **{"training.max_steps": 12, "training.save_steps": 4,
@@ -104,7 +104,7 @@ def test_resume_continues_step_count_and_ignores_incomplete_checkpoint(base_dir)
 
 
 def test_pause_checkpoints_then_waits_and_skip_ends_without_export(base_dir):
-    from trainer.core.engine import TrainerEngine, complete_checkpoints
+    from trainer.engine.engine import TrainerEngine, complete_checkpoints
     data = write_jsonl(base_dir / "train.jsonl", chat_records(40, seed=3))
     out = base_dir / "models/checkpoints/job3"
     ctl = StopAt(3, "pause")
@@ -121,7 +121,7 @@ def test_pause_checkpoints_then_waits_and_skip_ends_without_export(base_dir):
 
 
 def test_bad_dataset_raises_data_error_with_report(base_dir):
-    from trainer.core.engine import DataError, TrainerEngine
+    from trainer.engine.engine import DataError, TrainerEngine
     bad = base_dir / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n')
     with pytest.raises(DataError) as ei:
@@ -132,7 +132,7 @@ def test_bad_dataset_raises_data_error_with_report(base_dir):
 
 def test_lora_exports_merged_full_weights(base_dir, tiny_model_dir):
     from transformers import AutoModelForCausalLM
-    from trainer.core.engine import TrainerEngine, complete_checkpoints
+    from trainer.engine.engine import TrainerEngine, complete_checkpoints
     data = write_jsonl(base_dir / "train.jsonl", chat_records(32, seed=4))
     out = base_dir / "models/checkpoints/lora"
     res = TrainerEngine().run_job(_job(base_dir, data, out, **{
@@ -187,7 +187,7 @@ def test_rerun_of_a_finished_job_trains_no_extra_step(base_dir):
     """Killed after the last checkpoint but before the export: a rerun exports, never trains on."""
     import shutil
     from transformers import AutoModelForCausalLM
-    from trainer.core.engine import TrainerEngine, complete_checkpoints
+    from trainer.engine.engine import TrainerEngine, complete_checkpoints
     data = write_jsonl(base_dir / "train.jsonl", chat_records(24, seed=6))
     out = base_dir / "models/checkpoints/job5"
     job = _job(base_dir, data, out, **{"training.max_steps": 6, "training.save_steps": 3, "training.eval_steps": 0})
@@ -201,7 +201,7 @@ def test_rerun_of_a_finished_job_trains_no_extra_step(base_dir):
 
 
 def test_overlong_example_under_policy_fail_names_its_line(base_dir):
-    from trainer.core.engine import DataError, TrainerEngine
+    from trainer.engine.engine import DataError, TrainerEngine
     recs = chat_records(6, seed=7, max_words=5)
     recs[3]["messages"][1]["content"] = " ".join(["delta"] * 400)  # far beyond max_length 128
     data = write_jsonl(base_dir / "long.jsonl", recs)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from core.model_db import ModelDB
-from core.paths import Paths
+from foundation.model_db import ModelDB
+from foundation.paths import Paths
 
 REPO = Path(__file__).resolve().parents[1]
 N_ITEMS = 60
@@ -34,9 +34,9 @@ def _write_info(folder: Path, step: int, job: str, **extra) -> None:
 def _train(model_dir: Path, out: Path, steps: int = 30, batch: int = 8) -> float:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from tools.data.generate_syllo_batch import generate_batch
-    from tools.data.syllo_suite import REPO_SUITE_DIR, validation_fingerprints
-    from trainer.core.tokenization import tokenize_example
+    from syllo.generator import generate_batch
+    from syllo.suite import REPO_SUITE_DIR, validation_fingerprints
+    from trainer.data.tokenization import tokenize_example
     torch.manual_seed(0)
     recs = generate_batch(steps * batch, "easy:0.5,medium:0.5", seed=1,
                           exclude=validation_fingerprints(REPO_SUITE_DIR))
@@ -98,7 +98,7 @@ def _configure(base_dir: Path, **evaluation) -> Paths:
 
 @pytest.mark.slow
 def test_trained_beats_base_ranked_first_damaged_flagged(base_dir, tiny_model_dir, trained_model, reaper):
-    from tools.data.syllo_suite import install_suite
+    from syllo.suite import install_suite
     paths = _configure(base_dir)
     install_suite(base_dir)
 
@@ -210,7 +210,7 @@ def test_trained_beats_base_ranked_first_damaged_flagged(base_dir, tiny_model_di
     assert sum(doc["agreement"].values()) == N_ITEMS
 
     # a second daemon on the same base dir is refused while one holds the lock
-    from core.single_instance import SingleInstance
+    from foundation.single_instance import SingleInstance
     lock = SingleInstance(paths.pids, "automated_testing").acquire()
     try:
         again = subprocess.run([sys.executable, str(REPO / "monitoring" / "automated_testing_daemon.py"),
@@ -232,9 +232,9 @@ def test_server_mode_scores_what_the_server_serves(base_dir, trained_model, reap
     """Mode "server": the suite goes through the real inference server (prediction client), and the
     result is recorded against the checkpoint the server reports. Greedy decoding of the same weights
     must score like the local evaluation of that checkpoint."""
-    from monitoring.automated_testing_daemon import AutomatedTester, evaluate_checkpoint
+    from monitoring.evaluation.automated_testing import AutomatedTester, evaluate_checkpoint
     from monitoring.prediction_client import PredictionClient
-    from tools.data.syllo_suite import load_suite, REPO_SUITE_DIR
+    from syllo.suite import load_suite, REPO_SUITE_DIR
     from trainer.config.loader import load_config
     port = _free_port()
     paths = _configure(base_dir, mode="server", server_url=f"http://127.0.0.1:{port}")

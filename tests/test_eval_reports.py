@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from monitoring.confidence_calibrator import bin_index, calibrate, sequence_confidence
-from monitoring.continuous_regression_monitor import find_regressions
-from monitoring.model_comparison_engine import rank
+from monitoring.evaluation.calibration import bin_index, calibrate, sequence_confidence
+from monitoring.evaluation.regression import find_regressions
+from monitoring.evaluation.comparison import rank
 
 
 def test_calibration_bins_and_ece_by_hand():

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from inference.testing import ServerProcess, deploy_version, make_base_dir
+from tests.helpers.inference_server import ServerProcess, deploy_version, make_base_dir
 
 PROMPT = [{"role": "user", "content": "Repeat #1: alpha beta gamma"}]
 

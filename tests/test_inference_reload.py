@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from inference.testing import REPO, ServerProcess, deploy_version, make_base_dir, make_checkpoint
+from tests.helpers.inference_server import REPO, ServerProcess, deploy_version, make_base_dir, make_checkpoint
 
 READ_KEY = "read-key-123"
 ADMIN_KEY = "admin-key-456"

@@ -188,7 +188,7 @@ def test_prefill_groups_split_very_different_lengths_only():
 
 def test_server_falls_back_to_the_base_model_when_current_is_broken(tmp_path, tiny_model_dir):
     from inference.server import ServerSettings, ServerState
-    from inference.testing import deploy_version, make_base_dir, make_checkpoint
+    from tests.helpers.inference_server import deploy_version, make_base_dir, make_checkpoint
 
     base = make_base_dir(tmp_path / "base", tiny_model_dir)
     broken = make_checkpoint(tiny_model_dir, base, "job-x", 5, corrupt=True)

@@ -8,9 +8,9 @@ import re
 import pytest
 import torch
 
-from core.logit_penalty import (EOSRewardProcessor, PostStopPenaltyProcessor, StopSignalDetector,
+from trainer.profiles.logit_penalty import (EOSRewardProcessor, PostStopPenaltyProcessor, StopSignalDetector,
                                 ThinkTagPenaltyProcessor, TokenPenaltyProcessor)
-from core.penalty_schedule import parse_schedule, schedule_multiplier
+from trainer.profiles.penalty_schedule import parse_schedule, schedule_multiplier
 
 SCHEDULE = [{"steps": 4, "multiplier": 8.0}, {"steps": 8, "multiplier": 2.0}]
 

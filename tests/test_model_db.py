@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.model_db import SCHEMA_VERSION, ModelDB, ModelDBError
+from foundation.model_db import SCHEMA_VERSION, ModelDB, ModelDBError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,7 +92,7 @@ def test_runs_files_and_evaluations(db, tmp_path):
 _WORKER = r"""
 import sys, json
 sys.path.insert(0, {repo!r})
-from core.model_db import ModelDB
+from foundation.model_db import ModelDB
 db = ModelDB({path!r})
 w = int(sys.argv[1])
 for i in range(40):
@@ -108,7 +108,7 @@ print("ok")
 _READER = r"""
 import sys, time
 sys.path.insert(0, {repo!r})
-from core.model_db import ModelDB
+from foundation.model_db import ModelDB
 db = ModelDB({path!r})
 n = 0
 deadline = time.time() + 60

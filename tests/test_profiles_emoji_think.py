@@ -170,7 +170,7 @@ def test_stop_sequences_postprocess_and_extract_answer():
 
 def test_logits_processor_list(tiny_model_dir):
     from transformers import AutoTokenizer
-    from core.logit_penalty import EOSRewardProcessor, PostStopPenaltyProcessor, ThinkTagPenaltyProcessor
+    from trainer.profiles.logit_penalty import EOSRewardProcessor, PostStopPenaltyProcessor, ThinkTagPenaltyProcessor
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     procs = get_profile("emoji_think").build_logits_processors(tok)
     assert [type(x) for x in procs] == [ThinkTagPenaltyProcessor, PostStopPenaltyProcessor, EOSRewardProcessor]

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import chat_records, write_jsonl
-from core.paths import Paths
-from core.queue_fs import candidate_names, copy_in_atomically, exchange, move_unique, rename_noreplace
-from core.queue_store import QueueStore, sidecar_name
-from core.training_queue import queue_group
+from foundation.paths import Paths
+from core.jobqueue.fs import candidate_names, copy_in_atomically, exchange, move_unique, rename_noreplace
+from core.jobqueue.store import QueueStore, sidecar_name
+from core.jobqueue.cli import queue_group
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.data.generate_syllo_batch import allocate, generate_batch, parse_mix, MixError
-from tools.data.syllo_puzzles import LEVELS, PHRASES
-from tools.data.syllo_suite import (MANIFEST, REPO_SUITE_DIR, build_suite, contains_validation_items,
+from syllo.generator import allocate, generate_batch, parse_mix, MixError
+from syllo.puzzles import LEVELS, PHRASES
+from syllo.suite import (MANIFEST, REPO_SUITE_DIR, build_suite, contains_validation_items,
                                     file_contains_validation_items, load_suite, read_manifest, sha256_file,
                                     validation_fingerprints, verify_suite, SuiteError)
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import click
 
-from core.atomic_io import atomic_write_text
-from core.validator import BLANK, LineIssue, iter_raw_lines, parse_line
-from trainer.core.records import FORMATS, RecordError, normalize_record
+from foundation.atomic_io import atomic_write_text
+from trainer.data.validator import BLANK, LineIssue, iter_raw_lines, parse_line
+from trainer.data.records import FORMATS, RecordError, normalize_record
 
 
 @dataclass
@@ -81,7 +81,7 @@ def convert_file(input: str | Path, output: str | Path, *, format: str = "auto",
                  max_line_bytes: int = 10_000_000) -> ConvertResult:
     """Convert ``input`` to messages JSONL at ``output`` (atomic). Raises FileNotFoundError /
     IsADirectoryError for a bad input path."""
-    from trainer.core.records import detect_format
+    from trainer.data.records import detect_format
     src, dst = Path(input), Path(output)
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such file")

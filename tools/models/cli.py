@@ -17,7 +17,7 @@ def model_group() -> None:
 def init_tiny(output, seed, base_dir, force):
     """Build models/tiny-qwen3 (Qwen3 architecture, ~4M parameters, local BPE tokenizer, ChatML)."""
     from pathlib import Path
-    from core.paths import Paths
+    from foundation.paths import Paths
     from tools.models.make_tiny_model import build
     out = Path(output) if output else Paths.from_base(base_dir).models / "tiny-qwen3"
     if (out / "model.safetensors").exists() and not force:

@@ -38,7 +38,7 @@ def show(base_dir, config_file, sets, explain_flag):
 @click.option("--base-dir", default=None)
 def validate_cmd(file, base_dir):
     """Exit 0 when FILE (default config.json) is valid, 1 with the list of problems."""
-    from safety.config_validator import run
+    from trainer.config.validate_cli import run
     sys.exit(run(file, base_dir))
 
 
@@ -49,5 +49,5 @@ def validate_cmd(file, base_dir):
 @click.option("--base-dir", default=None)
 def edit_cmd(key, value, force, base_dir):
     """Set KEY (dotted, e.g. training.learning_rate) to VALUE, validated, atomically, with a backup."""
-    from tools.config.edit_config import run
+    from trainer.config.edit_cli import run
     sys.exit(run(key, value, force=force, base_dir=base_dir))

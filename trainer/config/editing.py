@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from core.atomic_io import atomic_write_text
+from foundation.atomic_io import atomic_write_text
 from trainer.config.loader import (ConfigError, deep_merge, env_overrides, get_dotted, read_config_file,
                                    set_dotted, validate_dict)
 from trainer.config.schema import PROTECTED_KEYS

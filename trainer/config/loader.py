@@ -241,7 +241,7 @@ def load_config(config_file: str | os.PathLike | None = None, *, base_dir: str |
                 overrides: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
                 environ: Mapping[str, str] | None = None) -> Config:
     """The effective config. ``overrides`` are dotted keys (CLI flags)."""
-    from core.paths import Paths
+    from foundation.paths import Paths
     if config_file is None:
         config_file = Paths.from_base(base_dir).config_file
     merged = read_config_file(config_file)

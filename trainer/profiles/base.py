@@ -57,7 +57,7 @@ def to_messages(example: Any) -> tuple[list[dict], dict]:
             raise ValueError(f"'messages' must be a list; got {type(msgs).__name__}")
         return [copy.deepcopy(m) for m in msgs], meta
     # Every other shape is converted by the data layer's one converter (trainer/core/records.py).
-    from trainer.core.records import RecordError, normalize_record
+    from trainer.data.records import RecordError, normalize_record
     try:
         record = normalize_record(example)
     except RecordError as e:
@@ -218,7 +218,7 @@ class DataProfile:
         """Processors that act once a stop sequence was emitted, from the options
         ``post_stop_base_penalty`` / ``post_stop_growth`` / ``post_stop_max_penalty`` (escalating
         penalty on every non-EOS token) and ``eos_reward`` (EOS made likelier)."""
-        from core.logit_penalty import EOSRewardProcessor, PostStopPenaltyProcessor
+        from trainer.profiles.logit_penalty import EOSRewardProcessor, PostStopPenaltyProcessor
         o = self.options
         procs: list = []
         if o["post_stop_base_penalty"] or o["post_stop_growth"]:

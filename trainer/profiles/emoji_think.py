@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from core.penalty_schedule import parse_schedule
+from trainer.profiles.penalty_schedule import parse_schedule
 from trainer.profiles import register_profile
 from trainer.profiles.base import DataProfile
 
@@ -219,7 +219,7 @@ class EmojiThinkProfile(DataProfile):
 
     def build_logits_processors(self, tokenizer: Any):
         from transformers import LogitsProcessorList
-        from core.logit_penalty import ThinkTagPenaltyProcessor
+        from trainer.profiles.logit_penalty import ThinkTagPenaltyProcessor
         o = self.options
         procs = LogitsProcessorList()
         if o["think_penalty"]:

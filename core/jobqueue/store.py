@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from core.atomic_io import atomic_write_json, read_json
-from core.paths import PRIORITIES, Paths
-from core.queue_fs import move_unique, rename_noreplace
-from core.status_io import utc_now_iso
+from foundation.atomic_io import atomic_write_json, read_json
+from foundation.paths import PRIORITIES, Paths
+from core.jobqueue.fs import move_unique, rename_noreplace
+from foundation.status_io import utc_now_iso
 
 DATA_EXT = ".jsonl"
 WAITING = PRIORITIES
@@ -250,7 +250,7 @@ class QueueStore:
     def choose_name(self, folder: str, name: str, kind: str) -> str:
         d = self.folder(folder)
         side = self._sidecar_taken(folder, kind)
-        from core.queue_fs import candidate_names
+        from core.jobqueue.fs import candidate_names
         for cand in candidate_names(name):
             if not os.path.lexists(d / cand) and not side(cand):
                 return cand

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from core.atomic_io import atomic_write_json, read_json
+from foundation.atomic_io import atomic_write_json, read_json
 
 SCHEMA_VERSION = 1
 

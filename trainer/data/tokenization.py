@@ -30,7 +30,7 @@ from typing import Any, Iterable, Sequence
 
 from torch.utils.data import Dataset
 
-from trainer.core.records import is_chat
+from trainer.data.records import is_chat
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ def _label_spans(ids: Sequence[int], offsets: Sequence[Sequence[int]], spans: Se
 # ---------------------------------------------------------------- public API
 def tokenize_example(tokenizer, record: dict, *, max_length: int, loss_on: str = "assistant",
                      truncate: bool = True) -> dict:
-    """Tokenize one normalized record (``trainer.core.records``).
+    """Tokenize one normalized record (``trainer.data.records``).
 
     Returns ``input_ids``, ``labels`` (-100 where no loss), ``length`` (tokens kept),
     ``full_length`` (before truncation), ``overlong`` (full_length > max_length) and

@@ -13,7 +13,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from core.atomic_io import atomic_write_text
+from foundation.atomic_io import atomic_write_text
 
 
 class AlreadyRunning(RuntimeError):

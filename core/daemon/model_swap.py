@@ -20,10 +20,10 @@ import struct
 import time
 from pathlib import Path
 
-from core.atomic_io import atomic_write_json, fsync_dir, read_json
-from core.paths import Paths
-from core.queue_fs import exchange
-from core.status_io import utc_now_iso
+from foundation.atomic_io import atomic_write_json, fsync_dir, read_json
+from foundation.paths import Paths
+from core.jobqueue.fs import exchange
+from foundation.status_io import utc_now_iso
 
 LINEAGE_FILE = "lineage.json"
 STAGING_PREFIX = ".current_model.new-"

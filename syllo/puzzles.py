@@ -48,7 +48,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from tools.data.syllo_logic import (NEGATION, QUANTIFIERS, Stmt, countermodel, entails, proof_to_json,
+from syllo.logic import (NEGATION, QUANTIFIERS, Stmt, countermodel, entails, proof_to_json,
                                     prove, satisfiable)
 
 GENERATOR_VERSION = 1

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from trainer.core.job import JobControl
+from trainer.engine.job import JobControl
 
 CONTROL_FILE_ENV = "TRAINER_JOB_CONTROL_FILE"
 
@@ -85,7 +85,7 @@ class ChildControl(JobControl):
 
 
 def write_control_file(path: str | os.PathLike, cmd: str, seq: int) -> None:
-    from core.atomic_io import atomic_write_json
+    from foundation.atomic_io import atomic_write_json
     atomic_write_json(path, {"cmd": cmd, "seq": seq, "at": time.time()})
 
 

@@ -24,14 +24,14 @@ import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback,
                           TrainingArguments)
 
-from core.atomic_io import atomic_write_json, read_json
-from core.model_files import model_files
-from core.status_io import utc_now_iso
-from core.time_estimator import TimeEstimator
+from foundation.atomic_io import atomic_write_json, read_json
+from foundation.model_files import model_files
+from foundation.status_io import utc_now_iso
+from foundation.time_estimator import TimeEstimator
 from trainer.config.loader import validate_dict
 from trainer.config.schema import Config
-from trainer.core.job import JobControl, JobResult, TrainJob
-from trainer.monitoring.status_writer import StatusWriter
+from trainer.engine.job import JobControl, JobResult, TrainJob
+from trainer.engine.status_writer import StatusWriter
 
 STEP_DIR_RE = re.compile(r"^step-(\d{8,})$")
 CHECKPOINT_INFO = "checkpoint_info.json"
@@ -144,7 +144,7 @@ class _ContinuousTrainer(Trainer):
 
     def get_eval_dataloader(self, eval_dataset=None):
         from torch.utils.data import DataLoader
-        from trainer.core.batching import LengthGroupedBatchSampler
+        from trainer.data.batching import LengthGroupedBatchSampler
         ds = eval_dataset if eval_dataset is not None else self.eval_dataset
         sampler = LengthGroupedBatchSampler(list(ds.lengths), self.args.per_device_eval_batch_size,
                                             seed=0, shuffle=False)
@@ -344,8 +344,8 @@ class TrainerEngine:
         The validator runs without the tokenizer: token lengths are measured by ``build_dataset``
         on the records as trained (profile and system prompt included), which also applies
         ``data.overlong_policy``; its errors are reported with the file's line number."""
-        from core.validator import validate_file
-        from trainer.core.tokenization import DatasetError, build_dataset
+        from trainer.data.validator import validate_file
+        from trainer.data.tokenization import DatasetError, build_dataset
         from trainer.profiles import get_profile
         profile = get_profile(cfg.profile.name, cfg.profile.options)
         report = validate_file(dataset, tokenizer=None, max_length=cfg.data.max_length,
@@ -371,8 +371,8 @@ class TrainerEngine:
         return ds
 
     def _eval_records(self, job: TrainJob, cfg: Config) -> list[dict]:
-        from tools.data.syllo_puzzles import rerender_record
-        from trainer.core.records import normalize_record
+        from syllo.puzzles import rerender_record
+        from trainer.data.records import normalize_record
         from trainer.profiles import get_profile
         folder = Path(job.eval_dir or cfg.data.validation_dir)
         if not folder.is_absolute() and job.config.get("_base_dir"):
@@ -416,8 +416,8 @@ class TrainerEngine:
 
     # -- run
     def run_job(self, job: TrainJob, control: JobControl | None = None, *, standalone: bool = False) -> JobResult:
-        from trainer.core.batching import LengthGroupedBatchSampler, PadCollator
-        from trainer.core.tokenization import build_dataset
+        from trainer.data.batching import LengthGroupedBatchSampler, PadCollator
+        from trainer.data.tokenization import build_dataset
 
         control = control or JobControl()
         t_start = time.time()

@@ -28,7 +28,7 @@ from __future__ import annotations
 if __package__ in (None, ""):
     import sys
     from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import ctypes
 import json
@@ -42,11 +42,11 @@ import time
 import traceback
 from pathlib import Path
 
-from core.json_lines import iter_json_lines
+from foundation.json_lines import iter_json_lines
 
 MSG_FD_ENV = "TRAINER_CHILD_MSG_FD"
 PARENT_ENV = "TRAINER_CHILD_PARENT_PID"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _die_with_parent(expected_parent: int | None) -> None:
@@ -100,8 +100,8 @@ def _warm_imports() -> None:
     import torch  # noqa: F401
     import transformers  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments  # noqa: F401
-    import trainer.core.engine  # noqa: F401
-    for mod in ("trainer.core.tokenization", "trainer.core.batching", "trainer.profiles", "core.validator",
+    import trainer.engine.engine  # noqa: F401
+    for mod in ("trainer.data.tokenization", "trainer.data.batching", "trainer.profiles", "trainer.data.validator",
                 "accelerate"):
         try:
             __import__(mod)
@@ -115,8 +115,8 @@ def _prewarm() -> None:
     the import-time heap so the Trainer's ``gc.collect()`` at train start does not walk it."""
     import gc
     try:
-        from core.daemon_model_swap import has_weights
-        from core.paths import Paths
+        from core.daemon.model_swap import has_weights
+        from foundation.paths import Paths
         from trainer.config.loader import load_config
         paths = Paths.from_base(os.environ.get("TRAINER_BASE_DIR") or None)
         model_path = paths.current_model
@@ -146,8 +146,8 @@ def _warmup_run(paths, model_path: str) -> None:
     import shutil
     import tempfile
     from trainer.config.loader import config_to_dict, load_config
-    from trainer.core.engine import TrainerEngine
-    from trainer.core.job import TrainJob
+    from trainer.engine.engine import TrainerEngine
+    from trainer.engine.job import TrainJob
     cfg = config_to_dict(load_config(base_dir=paths.base))
     cfg["training"].update(max_steps=1, save_steps=10 ** 6, eval_steps=0, per_device_batch_size=1,
                            gradient_accumulation_steps=1, num_processes=1, logging_steps=1)
@@ -182,8 +182,8 @@ def _verify_loadable(final_dir: str) -> None:
 
 
 def _run_in_process(job_doc: dict, ctl, chan: Channel) -> dict:
-    from trainer.core.engine import TrainerEngine
-    from trainer.core.job import TrainJob
+    from trainer.engine.engine import TrainerEngine
+    from trainer.engine.job import TrainJob
     job = TrainJob(**job_doc)
     result = TrainerEngine().run_job(job, control=ctl)
     return result.to_dict()
@@ -191,8 +191,8 @@ def _run_in_process(job_doc: dict, ctl, chan: Channel) -> dict:
 
 def _run_launched(job_doc: dict, ctl, chan: Channel, control_file: Path) -> dict:
     """num_processes > 1: accelerate launch core/train.py --job-file F; relay commands."""
-    from core.daemon_job_control import CONTROL_FILE_ENV, write_control_file
-    from core.atomic_io import atomic_write_json
+    from trainer.engine.job_control import CONTROL_FILE_ENV, write_control_file
+    from foundation.atomic_io import atomic_write_json
     cfg = job_doc.get("config") or {}
     tr = cfg.get("training") or {}
     n = int(tr.get("num_processes", 1))
@@ -234,7 +234,7 @@ def _run_launched(job_doc: dict, ctl, chan: Channel, control_file: Path) -> dict
     except json.JSONDecodeError:
         doc = None
     if rc != 0 or not isinstance(doc, dict):
-        from core.failure_classifier import classify_exit
+        from core.daemon.failure_classifier import classify_exit
         f = classify_exit(rc, last)
         raise _LaunchFailed(f.kind, f.message, doc)
     if doc.get("ok") is False:
@@ -281,7 +281,7 @@ def main() -> int:
     _die_with_parent(parent or None)
     fd_env = os.environ.get(MSG_FD_ENV)
     chan = Channel(int(fd_env) if fd_env else None)
-    from core.daemon_job_control import ChildControl
+    from trainer.engine.job_control import ChildControl
 
     class _Ctl(ChildControl):
         relay = None
@@ -339,7 +339,7 @@ def _run_one(job_doc: dict, ctl, chan: Channel) -> bool:
         chan.send({"type": "result", "result": result, "verified": verified})
         return True
     except BaseException as e:  # noqa: BLE001 - every failure is reported, then we exit
-        from core.failure_classifier import classify_exception
+        from core.daemon.failure_classifier import classify_exception
         if isinstance(e, _LaunchFailed):
             kind, message, report = e.kind, str(e), e.doc.get("report")
         else:

@@ -15,8 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import click
 
@@ -27,7 +25,7 @@ _json = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 def _cfg(base_dir):
     from trainer.config.loader import ConfigError, load_config
-    from core.paths import Paths
+    from foundation.paths import Paths
     try:
         return load_config(base_dir=Paths.from_base(base_dir).base)
     except ConfigError as e:
@@ -44,7 +42,7 @@ def eval_group() -> None:
 @click.option("--once", is_flag=True, help="One pass, then exit.")
 def daemon_command(base_dir, once) -> None:
     """Run the automated testing daemon (single instance per base dir)."""
-    from monitoring.automated_testing_daemon import run_daemon
+    from monitoring.evaluation.automated_testing import run_daemon
     sys.exit(run_daemon(base_dir, once=once, config=_cfg(base_dir)))
 
 
@@ -54,9 +52,9 @@ def daemon_command(base_dir, once) -> None:
 @_json
 def run_command(base_dir, checkpoints, as_json) -> None:
     """Evaluate CHECKPOINTS (model folders) now, or every pending checkpoint when none is given."""
-    from core.model_db import ModelDB
-    from core.paths import Paths
-    from monitoring.automated_testing_daemon import (AutomatedTester, evaluate_checkpoint, read_checkpoint_info,
+    from foundation.model_db import ModelDB
+    from foundation.paths import Paths
+    from monitoring.evaluation.automated_testing import (AutomatedTester, evaluate_checkpoint, read_checkpoint_info,
                                                      record_result, refresh_reports)
     paths = Paths.from_base(base_dir)
     cfg = _cfg(base_dir)
@@ -67,7 +65,7 @@ def run_command(base_dir, checkpoints, as_json) -> None:
                "errors": tester.status.doc.get("errors")}
         click.echo(json.dumps(out, indent=2) if as_json else f"evaluated {n} checkpoint(s)")
         return
-    from tools.data.syllo_suite import load_suite, resolve_suite_dir
+    from syllo.suite import load_suite, resolve_suite_dir
     suite = load_suite(resolve_suite_dir(paths.base, cfg.data.validation_dir), max_items=cfg.evaluation.max_items)
     db = ModelDB(paths.model_db, base_dir=paths.base)
     results = []
@@ -163,9 +161,9 @@ def calibration_command(base_dir, as_json) -> None:
 @_json
 def status_command(base_dir, as_json) -> None:
     """Print status/automated_testing.json (human summary or JSON)."""
-    from core.paths import Paths
-    from core.status_io import read_status
-    from monitoring.automated_testing_daemon import STATUS_NAME
+    from foundation.paths import Paths
+    from foundation.status_io import read_status
+    from monitoring.evaluation.automated_testing import STATUS_NAME
     doc = read_status(Paths.from_base(base_dir).status_file(STATUS_NAME))
     if doc is None:
         raise click.ClickException("no status/automated_testing.json yet (is `trainctl eval daemon` running?)")
@@ -186,8 +184,8 @@ def status_command(base_dir, as_json) -> None:
 @_json
 def suite_command(base_dir, as_json) -> None:
     """Show the fixed validation suite in use, verified against its MANIFEST.json (exit 1 on mismatch)."""
-    from core.paths import Paths
-    from tools.data.syllo_suite import SuiteError, load_suite, resolve_suite_dir
+    from foundation.paths import Paths
+    from syllo.suite import SuiteError, load_suite, resolve_suite_dir
     cfg = _cfg(base_dir)
     folder = resolve_suite_dir(Paths.from_base(base_dir).base, cfg.data.validation_dir)
     try:
@@ -202,6 +200,3 @@ def suite_command(base_dir, as_json) -> None:
     click.echo(json.dumps(out, indent=2) if as_json else
                f"{suite.version}: {len(suite.items)} items {counts} in {folder} (manifest verified)")
 
-
-if __name__ == "__main__":
-    eval_group()

@@ -1,7 +1,7 @@
 """Writes the trainer's keys of ``status/training_status.json`` at each logging step.
 
 The file is shared with the training daemon (it owns state/queue keys); both merge their keys
-with ``core.status_io.update_status`` under a lock, and every write is atomic.
+with ``foundation.status_io.update_status`` under a lock, and every write is atomic.
 
 Fields written here (documented in ARCHITECTURE.md):
   status            "training" | "evaluating" | "saving" | "paused" | "completed" | "stopped" | "failed"
@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from core.status_io import update_status
+from foundation.status_io import update_status
 
 
 class StatusWriter:

@@ -20,9 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from core.atomic_io import atomic_write_text
-from core.json_lines import iter_json_lines
-from core.paths import Paths
+from foundation.atomic_io import atomic_write_text
+from foundation.json_lines import iter_json_lines
+from foundation.paths import Paths
 
 CHILD_SCRIPT = Path(__file__).resolve().parent / "trainer_child.py"
 PID_NAME = "trainer_child.pid"
@@ -85,7 +85,7 @@ class ChildHandle:
         try:
             self.proc = subprocess.Popen([self.python, str(CHILD_SCRIPT)], stdin=subprocess.PIPE,
                                          stdout=logf, stderr=subprocess.STDOUT, pass_fds=(w,), env=env,
-                                         cwd=str(CHILD_SCRIPT.parents[1]), start_new_session=True)
+                                         cwd=str(CHILD_SCRIPT.parents[2]), start_new_session=True)
         finally:
             os.close(w)
             logf.close()

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -27,7 +27,7 @@ def free_port() -> int:
 
 def make_base_dir(root: str | os.PathLike, model_dir: str | os.PathLike, config: dict | None = None) -> Path:
     """A runtime base dir with every folder and a config.json whose base model is ``model_dir``."""
-    from core.paths import Paths
+    from foundation.paths import Paths
     from trainer.config.loader import deep_merge
     paths = Paths.from_base(root).ensure()
     cfg = {"model": {"model_path": str(model_dir), "base_model": str(model_dir)}}
@@ -88,7 +88,7 @@ def deploy_version(src: str | os.PathLike, base_dir: str | os.PathLike, version:
 
 def write_rankings(base_dir: str | os.PathLike, checkpoints: list[tuple[Path, float]]) -> None:
     """status/model_comparisons.json in the comparison engine's format (``ranking``, best first)."""
-    from core.status_io import write_status
+    from foundation.status_io import write_status
     base = Path(base_dir).resolve()
     rows = []
     for rank, (folder, score) in enumerate(sorted(checkpoints, key=lambda t: -t[1]), start=1):
@@ -100,7 +100,7 @@ def write_rankings(base_dir: str | os.PathLike, checkpoints: list[tuple[Path, fl
 
 
 def write_flagged(base_dir: str | os.PathLike, flagged: list[Path]) -> None:
-    from core.status_io import write_status
+    from foundation.status_io import write_status
     base = Path(base_dir).resolve()
     rels = [str(Path(f).resolve().relative_to(base)) for f in flagged]
     write_status(base / "status" / "regression_monitoring.json",

@@ -4,7 +4,7 @@ Used by the daemon for every inbox entry and by ``trainctl queue add``. The chec
 parsing come first and never open the file (a FIFO would block, a symlink could point anywhere):
 symlinks (refused; ``symlink_outside_base`` when the target leaves the base dir), directories,
 non-regular files, wrong extension, empty, unreadable. Then the content check is the engine's
-own validator (``core.validator.validate_file``: invalid JSON / UTF-8, binary, wrong schema, no
+own validator (``trainer.data.validator.validate_file``: invalid JSON / UTF-8, binary, wrong schema, no
 assistant turn, huge lines ... each with line numbers), and finally the leak guard: a file holding
 items of the fixed validation suite is refused (``contains_validation_items``).
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.paths import Paths, is_within
+from foundation.paths import Paths, is_within
 
 ERROR_LIST_LIMIT = 50
 
@@ -56,7 +56,7 @@ class _Fingerprints:
 
     def get(self, folder: Path) -> set[str]:
         try:
-            from tools.data.syllo_suite import validation_fingerprints
+            from syllo.suite import validation_fingerprints
         except ImportError:
             return set()
         try:
@@ -101,7 +101,7 @@ def check_input(path: str | os.PathLike, paths: Paths, cfg=None) -> InputVerdict
     if not os.access(p, os.R_OK):
         return InputVerdict(False, "unreadable", f"{name}: not readable by the daemon")
 
-    from core.validator import validate_file
+    from trainer.data.validator import validate_file
     data = getattr(cfg, "data", None)
     kwargs: dict[str, Any] = {}
     if data is not None:
@@ -135,7 +135,7 @@ def check_input(path: str | os.PathLike, paths: Paths, cfg=None) -> InputVerdict
     folder = paths.resolve(cfg.data.validation_dir) if cfg is not None else paths.validation
     fps = _FPS.get(Path(folder))
     if fps:
-        from tools.data.syllo_suite import contains_validation_items
+        from syllo.suite import contains_validation_items
         hits = contains_validation_items(rep.examples, fps)
         if hits:
             lines = [rep.example_lines[i] for i in hits if i < len(rep.example_lines)]

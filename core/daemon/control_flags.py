@@ -18,9 +18,9 @@ import json
 import os
 from pathlib import Path
 
-from core.atomic_io import atomic_write_json
-from core.paths import Paths
-from core.status_io import utc_now_iso
+from foundation.atomic_io import atomic_write_json
+from foundation.paths import Paths
+from foundation.status_io import utc_now_iso
 
 FLAGS = ("pause", "resume", "stop", "skip")
 
