@@ -7,7 +7,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.data.validator import *  # noqa: E402,F401,F403
-from trainer.data.validate_cli import validate_command  # noqa: E402
+from trainer.engine.validate_cli import validate_command  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(validate_command())

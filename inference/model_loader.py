@@ -12,20 +12,19 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from foundation.paths import PathEscapeError, Paths, is_within, safe_join
+from foundation import deployed_versions
+from foundation.deployed_versions import BASE_VERSION, VersionError, read_current_version  # noqa: F401
+from foundation.paths import Paths, is_within
 from inference.errors import APIError, INVALID_REQUEST, NOT_FOUND
 from inference import profile_adapter
 
 log = logging.getLogger("inference.loader")
 
-BASE_VERSION = "base"
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass
@@ -82,40 +81,13 @@ def _iso(ts: float) -> str:
 
 
 # ------------------------------------------------------------------ version -> folder
-def current_file(paths: Paths, model_dir: str = "models/deployed") -> Path:
-    return paths.resolve(model_dir) / "current"
-
-
-def read_current_version(paths: Paths, model_dir: str = "models/deployed") -> str | None:
-    """The version named by ``models/deployed/current`` (None when nothing is deployed)."""
-    try:
-        text = current_file(paths, model_dir).read_text(encoding="utf-8").strip()
-    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
-        return None
-    return text or None
-
-
 def resolve_version(paths: Paths, version: str, model_dir: str = "models/deployed") -> Path:
-    """Folder of a deployed version; refuses names that leave the deployed folder."""
-    if not isinstance(version, str) or not version:
-        raise APIError(400, "'version' must be a non-empty string", INVALID_REQUEST, "version", "invalid_type")
-    if not VERSION_RE.match(version):
-        raise APIError(400, f"version {version!r} is not a plain version name under models/deployed/ "
-                            "(letters, digits, '.', '_', '-'; no path separators)",
-                       INVALID_REQUEST, "version", "path_outside_models")
-    root = paths.resolve(model_dir)
+    """Folder of a deployed version (``foundation.deployed_versions``), errors as API errors."""
     try:
-        folder = safe_join(root, version)
-    except PathEscapeError:
-        raise APIError(400, f"version {version!r} resolves outside {root}", INVALID_REQUEST, "version",
-                       "path_outside_models")
-    if not is_within(paths.models, folder):
-        raise APIError(400, f"version {version!r} resolves outside the models folder", INVALID_REQUEST,
-                       "version", "path_outside_models")
-    if not (folder / "config.json").is_file():
-        raise APIError(404, f"no deployed version {version!r} (expected {folder}/config.json)", NOT_FOUND,
-                       "version", "version_not_found")
-    return folder
+        return deployed_versions.resolve_version(paths, version, model_dir)
+    except VersionError as e:
+        raise APIError(e.status, e.message, INVALID_REQUEST if e.status == 400 else NOT_FOUND, "version",
+                       e.reason) from None
 
 
 def resolve_model_path(paths: Paths, raw: str) -> Path:

@@ -431,15 +431,13 @@ def canonical_key_of(pz: Puzzle) -> str:
     return "P:" + ";".join(prem) + "#Q:" + q
 
 
-def render_record(pz: Puzzle, profile: str = "plain", index: int = 0, seed: int | None = None,
-                  transform: bool = True) -> dict:
+def render_record(pz: Puzzle, profile: str = "plain", index: int = 0, seed: int | None = None) -> dict:
     """One chat record for ``profile``:
 
     * ``plain``: the prompt, and the bare answer as the assistant turn.
-    * ``emoji_think``: the plain record passed through the profile's own ``transform_example``
-      (thinking-emoji frame on the answer, instructions on the user turn, chosen from ``index``);
-      the transform is idempotent, so the engine transforming it again at training time changes
-      nothing. ``transform=False`` gives the untransformed record (what the evaluator prompts with).
+    * ``emoji_think``: the plain record; the profile's own ``transform_example`` (thinking-emoji
+      frame on the answer, instructions on the user turn) is applied by the engine at training time
+      and by the evaluator when it prompts, so the task package needs no profile code.
     * ``regime3``: a symbolic instruction, and the canonical s-expression answer between markers:
       ``<<ANS_START>> (verdict valid) <<ANS_END>>``, ``<<ANS_START>> (all wugs zorps) <<ANS_END>>``,
       ``<<ANS_START>> (some_not wugs zorps) <<ANS_END>>``, ``<<ANS_START>> (none wugs zorps) <<ANS_END>>``.
@@ -466,28 +464,15 @@ def render_record(pz: Puzzle, profile: str = "plain", index: int = 0, seed: int 
     rec = {"messages": [{"role": "user", "content": user_text(pz, profile)},
                         {"role": "assistant", "content": assistant_text(pz, profile)}],
            "metadata": meta}
-    if profile == "emoji_think" and transform:
-        prof = _profile_or_none("emoji_think")
-        if prof is not None:
-            rec = prof.transform_example(rec, index, None)
     return rec
 
 
-def rerender_record(record: dict, profile: str, index: int = 0, transform: bool = False) -> dict:
+def rerender_record(record: dict, profile: str, index: int = 0) -> dict:
     """A syllo record rendered for another profile (from its metadata); other records unchanged."""
     meta = record.get("metadata") if isinstance(record, dict) else None
     if not isinstance(meta, dict) or meta.get("source") != "syllo" or profile not in PROFILE_NAMES:
         return record
-    return render_record(puzzle_from_metadata(meta), profile, index=index,
-                         seed=meta.get("seed"), transform=transform)
-
-
-def _profile_or_none(name: str):
-    try:
-        from trainer.profiles import get_profile
-    except ImportError:
-        return None
-    return get_profile(name)
+    return render_record(puzzle_from_metadata(meta), profile, index=index, seed=meta.get("seed"))
 
 
 def puzzle_from_metadata(meta: dict) -> Puzzle:

@@ -93,7 +93,7 @@ def test_validate_script_by_path(tmp_path, tiny_model_dir):
 
 
 def test_config_defaults_are_used(tmp_path):
-    from trainer.data.validate_cli import run
+    from trainer.engine.validate_cli import run
     base = tmp_path / "base"
     base.mkdir()
     (base / "config.json").write_text(json.dumps({"data": {"drop_duplicates": False}}))
@@ -129,7 +129,7 @@ def test_trainctl_data_group(tmp_path):
 
 def test_cli_modules_do_not_import_torch():
     code = ("import sys; import management.cli as m; m.main(['data', '--help'], standalone_mode=False); "
-            "import tools.data.cli, tools.data.convert, trainer.data.validate_cli; "
+            "import tools.data.cli, tools.data.convert, trainer.engine.validate_cli; "
             "print('torch' in sys.modules, 'transformers' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=str(REPO))
     assert r.returncode == 0, r.stderr

@@ -243,8 +243,10 @@ def test_profiles_render_what_the_profiles_accept():
         got = r3.normalize_answer(r3.extract_answer(rec["messages"][1]["content"]))
         assert got == rec["metadata"]["expected"] and got.startswith("(")
     for i, rec in enumerate(recs["emoji_think"]):
-        assert emo.transform_example(rec, i, None)["messages"] == rec["messages"]  # idempotent: no double frame
-        assert emo.normalize_answer(emo.extract_answer(rec["messages"][1]["content"])) == rec["metadata"]["answer"]
+        framed = emo.transform_example(rec, i, None)  # what the engine trains on
+        assert framed["messages"] != rec["messages"]  # the task package renders; the profile frames
+        assert emo.transform_example(framed, i, None)["messages"] == framed["messages"]  # idempotent
+        assert emo.normalize_answer(emo.extract_answer(framed["messages"][1]["content"])) == rec["metadata"]["answer"]
     for a, b in zip(recs["plain"], recs["regime3"]):
         assert a["metadata"]["id"] == b["metadata"]["id"]  # same puzzles, different rendering
 

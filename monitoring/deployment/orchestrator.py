@@ -248,7 +248,7 @@ class DeploymentOrchestrator:
 
     # -------------------------------------------------------------- deployed versions
     def current_version(self) -> str | None:
-        from inference.model_loader import read_current_version
+        from foundation.deployed_versions import read_current_version
         return read_current_version(self.paths, self.config.inference.model_dir)
 
     def version_info(self, version: str | None) -> dict:
@@ -469,7 +469,7 @@ class DeploymentOrchestrator:
 
     def rollback(self, to: str | None = None) -> dict:
         """Serve an earlier version again (a person's decision; ``to`` defaults to the previous one)."""
-        from inference.model_loader import resolve_version
+        from foundation.deployed_versions import VersionError, resolve_version
         with self._lock():
             current = self.current_version()
             if to is None:
@@ -482,10 +482,9 @@ class DeploymentOrchestrator:
             if to is None:
                 raise click.ClickException("no earlier deployed version to roll back to (see `deploy list`)")
             if to != "base":
-                from inference.errors import APIError
                 try:
                     resolve_version(self.paths, to, self.config.inference.model_dir)
-                except APIError as e:
+                except VersionError as e:
                     raise click.ClickException(e.message)
             info = self.version_info(to)
             entry = {"version": to, "checkpoint": info.get("checkpoint"), "global_step": info.get("global_step"),

@@ -202,7 +202,7 @@ def load_checkpoint(folder: str | os.PathLike, device: str = "cpu", fallback_tok
 def render_for_profile(item, profile_name: str) -> dict:
     """The suite item's record for ``profile_name`` (untransformed: the profile adds its framing)."""
     from syllo.puzzles import rerender_record
-    return rerender_record(item.record, profile_name, index=item.index, transform=False)
+    return rerender_record(item.record, profile_name, index=item.index)
 
 
 def _prompt_and_expected(rec: dict) -> tuple[list[dict], str]:
@@ -532,10 +532,10 @@ class StatusKeeper:
 
 def refresh_reports(base_dir, cfg, suite_version: str) -> None:
     """Regression first, then the comparison (it marks flagged entries), then calibration."""
-    from monitoring import confidence_calibrator, continuous_regression_monitor, model_comparison_engine
-    continuous_regression_monitor.run_once(base_dir, cfg, suite_version)
-    model_comparison_engine.run_once(base_dir, cfg, suite_version)
-    confidence_calibrator.run_once(base_dir, suite_version)
+    from monitoring.evaluation import calibration, comparison, regression
+    regression.run_once(base_dir, cfg, suite_version)
+    comparison.run_once(base_dir, cfg, suite_version)
+    calibration.run_once(base_dir, suite_version)
 
 
 class AutomatedTester:

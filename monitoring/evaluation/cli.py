@@ -134,7 +134,7 @@ def _print_calibration(doc) -> None:
 @_json
 def compare_command(base_dir, as_json) -> None:
     """Rank evaluated checkpoints by composite score (writes status/model_comparisons.json)."""
-    from monitoring import model_comparison_engine
+    from monitoring.evaluation import comparison as model_comparison_engine
     _report(model_comparison_engine, base_dir, as_json, _print_ranking)
 
 
@@ -143,7 +143,7 @@ def compare_command(base_dir, as_json) -> None:
 @_json
 def regression_command(base_dir, as_json) -> None:
     """Flag regressed checkpoints (writes status/regression_monitoring.json)."""
-    from monitoring import continuous_regression_monitor
+    from monitoring.evaluation import regression as continuous_regression_monitor
     _report(continuous_regression_monitor, base_dir, as_json, _print_regression)
 
 
@@ -152,7 +152,7 @@ def regression_command(base_dir, as_json) -> None:
 @_json
 def calibration_command(base_dir, as_json) -> None:
     """Confidence calibration of the newest evaluation (writes status/confidence_calibration.json)."""
-    from monitoring import confidence_calibrator
+    from monitoring.evaluation import calibration as confidence_calibrator
     _report(confidence_calibrator, base_dir, as_json, _print_calibration)
 
 

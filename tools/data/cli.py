@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from tools.data.convert import convert_command
-from trainer.data.validate_cli import validate_command
+from trainer.engine.validate_cli import validate_command
 
 
 @click.group("data")

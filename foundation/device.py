@@ -1,0 +1,58 @@
+"""Device and numeric precision: the one rule that training, evaluation and serving share.
+
+Why one rule: the evaluator must score the same numeric model the server serves (bf16 and fp32
+give different greedy answers on the margin), and the engine's "auto" must mean the same thing.
+
+  device "auto"      -> "cuda" when a CUDA device is visible, else "cpu"
+  precision "auto"   -> "bf16" on CUDA that supports it, else "fp32" (CPU, older GPUs)
+  "fp16"             -> for training: fp32 master weights + a grad scaler (so the model loads fp32);
+                        for inference: weights in fp16
+torch is imported lazily so that importing this module stays cheap for torch-free daemons.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def resolve_device(requested: str = "auto", *, key: str = "device") -> str:
+    """A concrete device for ``requested`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``).
+
+    ``key`` names the config key in the error, e.g. ``evaluation.device``."""
+    import torch
+    if requested in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"{key} is {requested!r} but no CUDA device is available (use 'auto' or 'cpu')")
+    if requested == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"{key} is 'mps' but MPS is not available (use 'auto' or 'cpu')")
+    return requested
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``bf16`` / ``fp16`` / ``fp32`` for ``precision`` on ``device`` (``auto`` resolved)."""
+    if precision not in (None, "", "auto"):
+        return precision
+    if str(device).startswith("cuda"):
+        import torch
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return "bf16"
+    return "fp32"
+
+
+def load_dtype(precision: str, *, training: bool = False) -> Any:
+    """The torch dtype to load weights in. Training in fp16 keeps fp32 weights (the scaler's
+    master copy), so only inference loads fp16."""
+    import torch
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16" and not training:
+        return torch.float16
+    return torch.float32
+
+
+def model_dtype(device: str, precision: str = "auto") -> Any:
+    """Dtype for serving or evaluating on ``device``: ``load_dtype(resolve_precision(...))``."""
+    return load_dtype(resolve_precision(precision, device))
