@@ -12,7 +12,8 @@ Schema (migrated by ``PRAGMA user_version``; each step in ``MIGRATIONS`` runs on
 ``IMMEDIATE`` transaction that re-reads the version, so two processes opening a fresh file at
 the same moment do not both migrate):
 
-* ``runs``         (id, name, base_model, config_json, created_at): one row per training lineage/run.
+* ``runs``         (id, name, base_model, config_json, created_at): one row per training lineage/run
+                    (secrets in config_json are stored as "***").
 * ``files``        (id, run_id, source_file, job_id, status, steps, tokens, started_at, finished_at,
                     result_json, recorded_at): one row per trained data file (per job outcome).
 * ``checkpoints``  (id, path UNIQUE, global_step, job_id, source_file, train_loss, validation_loss,
@@ -42,6 +43,7 @@ from typing import Any, Iterable
 import click
 
 from foundation.paths import Paths, resolve_base_dir
+from foundation.secrets import redact
 from foundation.status_io import utc_now_iso
 
 BUSY_TIMEOUT_MS = 30_000
@@ -239,8 +241,9 @@ class ModelDB:
 
     # ------------------------------------------------------------------ runs / files
     def start_run(self, name: str, base_model: str | None, config: dict | None = None) -> int:
+        """A new run row; API keys and other secrets in ``config`` are stored as "***" (foundation.secrets)."""
         cur = self._write("INSERT INTO runs(name, base_model, config_json, created_at) VALUES (?,?,?,?)",
-                          (name, base_model, _dumps(config or {}), utc_now_iso()))
+                          (name, base_model, _dumps(redact(config or {})), utc_now_iso()))
         return int(cur.lastrowid)
 
     def record_file(self, run_id: int | None, source_file: str, job_id: str | None, status: str,
@@ -255,7 +258,14 @@ class ModelDB:
 
     def list_runs(self) -> list[dict]:
         rows = self._conn().execute("SELECT * FROM runs ORDER BY id").fetchall()
-        return [{**dict(r), "config": _loads(r["config_json"])} for r in rows]
+        # rows written before secrets were redacted on insert are redacted on the way out
+        out = []
+        for r in rows:
+            stored = _loads(r["config_json"])
+            config = redact(stored)
+            out.append({**dict(r), "config": config,
+                        "config_json": r["config_json"] if config == stored else _dumps(config)})
+        return out
 
     def list_files(self, job_id: str | None = None) -> list[dict]:
         if job_id is None:

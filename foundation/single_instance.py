@@ -1,19 +1,19 @@
-"""One daemon per base dir: an OS lock (``flock``) on ``.pids/<name>.lock`` plus a PID file.
+"""One daemon per base dir: an OS lock (``flock``, via foundation.locking) on ``.pids/<name>.lock`` plus a PID file.
 
 Why flock and not just a PID file: the kernel drops the lock when the process dies, however it
 dies (SIGKILL included), so a stale PID file can never block a restart, and two daemons starting
 at the same moment cannot both win. The PID file (written atomically after the lock is held) is
 for tools and people: ``trainctl daemon stop`` signals it, and a refused second daemon names it.
-The lock fd is not inherited by child processes (Python fds are non-inheritable), so a trainer
+The lock fd is not inherited by child processes (it is opened close-on-exec), so a trainer
 child that outlives its daemon for a moment cannot hold the lock.
 """
 from __future__ import annotations
 
-import fcntl
 import os
 from pathlib import Path
 
 from foundation.atomic_io import atomic_write_text
+from foundation.locking import FileMutex, held_elsewhere
 
 
 class AlreadyRunning(RuntimeError):
@@ -44,6 +44,11 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
+# Held locks stay referenced here until release(): filelock frees a lock when its object is garbage
+# collected, and a daemon that drops its SingleInstance must keep the lock until it exits.
+_HELD: set[FileMutex] = set()
+
+
 class SingleInstance:
     """``with SingleInstance(pids_dir, "training_daemon"):`` -- raises AlreadyRunning."""
 
@@ -52,31 +57,26 @@ class SingleInstance:
         self.dir = Path(pids_dir)
         self.lock_path = self.dir / f"{name}.lock"
         self.pid_path = self.dir / f"{name}.pid"
-        self._fd: int | None = None
+        # not per-thread: a daemon may release at shutdown from another thread than it acquired in
+        self._lock = FileMutex(self.lock_path, per_thread=False)
 
     def acquire(self) -> "SingleInstance":
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise AlreadyRunning(self.name, read_pid(self.pid_path), self.lock_path) from None
-        self._fd = fd
+        if self._lock.held or not self._lock.try_acquire():  # held already: a second acquire is refused too
+            raise AlreadyRunning(self.name, read_pid(self.pid_path), self.lock_path)
+        _HELD.add(self._lock)
         atomic_write_text(self.pid_path, f"{os.getpid()}\n")
         return self
 
     def release(self) -> None:
-        if self._fd is None:
+        if not self._lock.held:
             return
         if read_pid(self.pid_path) == os.getpid():
             try:
                 self.pid_path.unlink()
             except FileNotFoundError:
                 pass
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
-        self._fd = None
+        self._lock.release()
+        _HELD.discard(self._lock)
 
     def __enter__(self) -> "SingleInstance":
         return self.acquire()
@@ -87,20 +87,7 @@ class SingleInstance:
 
 def is_locked(pids_dir: str | os.PathLike, name: str) -> bool:
     """True when some process holds the lock (the daemon is running), without taking it."""
-    lock_path = Path(pids_dir) / f"{name}.lock"
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+    return held_elsewhere(Path(pids_dir) / f"{name}.lock")
 
 
 def running_pid(pids_dir: str | os.PathLike, name: str) -> int | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from foundation.atomic_io import atomic_write_json, read_json
+from foundation.locking import FileMutex
 
 SCHEMA_VERSION = 1
 
@@ -44,26 +45,20 @@ def read_status(path: str | os.PathLike) -> dict[str, Any] | None:
 
 def update_status(path: str | os.PathLike, patch: dict[str, Any], *, daemon: bool = True,
                   clock: Callable[[], float] | None = None,
-                  schema_version: int = SCHEMA_VERSION) -> dict[str, Any]:
+                  schema_version: int = SCHEMA_VERSION, lock_timeout: float = 60.0) -> dict[str, Any]:
     """Merge ``patch`` into a status file shared by several writers (e.g. the training daemon and
     its trainer child each own some keys of training_status.json). The read-modify-write is done
-    under an exclusive flock on ``<file>.lock`` so no writer loses another's keys; the write itself
-    is atomic, so lock-free readers never see partial JSON."""
-    import fcntl
+    under an exclusive lock on ``<file>.lock`` so no writer loses another's keys; the write itself
+    is atomic, so lock-free readers never see partial JSON. A holder stuck for ``lock_timeout``
+    seconds makes this raise LockTimeout (an OSError) rather than hang the caller."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = path.with_name(path.name + ".lock")
-    with open(lock_path, "a+") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            doc = read_status(path) or {}
-            doc.update(patch)
-            now = utc_now_iso(clock)
-            doc["schema_version"] = schema_version
-            doc["updated_at"] = now
-            if daemon:
-                doc["heartbeat_at"] = now  # each writer puts its own pid key in ``patch``
-            atomic_write_json(path, doc)
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    with FileMutex(path.with_name(path.name + ".lock"), timeout=lock_timeout):
+        doc = read_status(path) or {}
+        doc.update(patch)
+        now = utc_now_iso(clock)
+        doc["schema_version"] = schema_version
+        doc["updated_at"] = now
+        if daemon:
+            doc["heartbeat_at"] = now  # each writer puts its own pid key in ``patch``
+        atomic_write_json(path, doc)
     return doc

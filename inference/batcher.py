@@ -16,68 +16,26 @@ ones start on the new model; the old batch disappears when its last row finishes
 
 Models whose cache is not a plain per-layer KV tensor (sliding window, linear attention) cannot
 have rows merged; for them new requests are admitted only when their model's batch is empty.
+
+The request type is ``gen_request``, the KV-cache row operations ``kv_batch``, token choice
+``sampling``; this module is the scheduling loop.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from inference.errors import APIError, RATE_LIMIT, SERVER, UNAVAILABLE
-from inference.text_stream import TextStream
+from inference.gen_request import GenRequest
+from inference.kv_batch import RowBatch, compact, merge
+from inference.sampling import sample_next_tokens
 
 log = logging.getLogger("inference.batcher")
 
-
-class Sink(Protocol):
-    """Where a request's output goes. Called from the batcher thread."""
-
-    def delta(self, text: str) -> None: ...
-    def finish(self, reason: str, usage: dict) -> None: ...
-    def fail(self, error: APIError) -> None: ...
-
-
-_ids = itertools.count(1)
-
-
-class GenRequest:
-    """One request's generation state (owned by the batcher thread once submitted)."""
-
-    def __init__(self, engine: Any, prompt_ids: list[int], max_tokens: int, sink: Sink, *,
-                 temperature: float = 1.0, top_p: float = 1.0, stop: list[str] | None = None,
-                 seed: int | None = None, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
-                 logit_bias: dict[int, float] | None = None, processors: list | None = None,
-                 clock: Callable[[], float] = time.monotonic):
-        self.id = next(_ids)
-        self.engine = engine
-        self.prompt_ids = list(prompt_ids)
-        self.max_tokens = int(max_tokens)
-        self.sink = sink
-        self.temperature = float(temperature)
-        self.top_p = float(top_p)
-        self.seed = seed
-        self.presence_penalty = float(presence_penalty)
-        self.frequency_penalty = float(frequency_penalty)
-        self.logit_bias = dict(logit_bias or {})
-        self.processors = list(processors or [])
-        self.text = TextStream(engine.tokenizer, stop or [])
-        self.generated: list[int] = []
-        self.enqueued_at = clock()
-        self.first_token_at: float | None = None
-        self.done = False
-        self.cancelled = False
-        self.generator = None  # torch.Generator, made lazily on the model's device
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0.0 or self.top_p <= 0.0
-
-    def cancel(self) -> None:
-        """Called from another thread (client went away); the batcher drops the row next step."""
-        self.cancelled = True
+__all__ = ["Batcher", "GenRequest", "prefill_groups"]
 
 
 def prefill_groups(lengths: list[int], overhead_tokens: int = 16) -> list[list[int]]:
@@ -104,18 +62,6 @@ def prefill_groups(lengths: list[int], overhead_tokens: int = 16) -> list[list[i
     return groups[::-1]
 
 
-class _Batch:
-    """The running batch of one model: rows plus their shared KV cache."""
-
-    def __init__(self, engine: Any):
-        self.engine = engine
-        self.rows: list[GenRequest] = []
-        self.cache = None
-        self.attn = None   # LongTensor [B, T]
-        self.pos = None    # LongTensor [B]: position of the next input token
-        self.last = None   # LongTensor [B]: last sampled token (next input)
-
-
 class Batcher:
     def __init__(self, *, max_batch_size: int = 16, max_queue: int = 256, batch_wait_s: float = 0.01,
                  metrics: Any = None, clock: Callable[[], float] = time.monotonic, num_threads: int = 0):
@@ -128,7 +74,7 @@ class Batcher:
         self._waiting: deque[GenRequest] = deque()
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        self._batches: dict[int, _Batch] = {}
+        self._batches: dict[int, RowBatch] = {}
         self._thread: threading.Thread | None = None
         self.steps = 0
         self.merges = 0  # prefilled rows joined into a running batch (continuous batching at work)
@@ -198,7 +144,7 @@ class Batcher:
                     log.exception("batcher loop error")
                     time.sleep(0.01)
 
-    def _guarded(self, batch: _Batch, fn: Callable, *args: Any) -> None:
+    def _guarded(self, batch: RowBatch, fn: Callable, *args: Any) -> None:
         """Run a model step; on an exception fail that batch's rows (the server stays up)."""
         try:
             fn(*args)
@@ -257,7 +203,7 @@ class Batcher:
         for key, reqs in by_engine.items():
             batch = self._batches.get(key)
             if batch is None:
-                batch = self._batches[key] = _Batch(reqs[0].engine)
+                batch = self._batches[key] = RowBatch(reqs[0].engine)
             self._guarded(batch, self._prefill, batch, reqs)
             if not batch.rows:
                 self._batches.pop(key, None)
@@ -275,12 +221,12 @@ class Batcher:
             out = engine.model(**kwargs)
         return out.logits[:, -1, :]
 
-    def _prefill(self, batch: _Batch, reqs: list[GenRequest]) -> None:
+    def _prefill(self, batch: RowBatch, reqs: list[GenRequest]) -> None:
         """Prefill new rows in length groups (little padding), each group joining the batch."""
         for group in prefill_groups([len(r.prompt_ids) for r in reqs]):
             self._prefill_group(batch, [reqs[i] for i in group])
 
-    def _prefill_group(self, batch: _Batch, reqs: list[GenRequest]) -> None:
+    def _prefill_group(self, batch: RowBatch, reqs: list[GenRequest]) -> None:
         import torch
         from transformers import DynamicCache
 
@@ -302,21 +248,21 @@ class Batcher:
         if self.metrics is not None:
             self.metrics.observe_prefill(time.perf_counter() - t0)
         toks = self._sample(reqs, logits)
-        new = _Batch(engine)
+        new = RowBatch(engine)
         new.rows, new.cache, new.attn = list(reqs), cache, attn
         new.pos = attn.sum(-1)
         new.last = torch.tensor(toks, dtype=torch.long, device=dev)
         self._deliver(new, toks)
-        self._compact(new)
+        compact(new)
         if not new.rows:
             return
         if not batch.rows:
-            batch.rows, batch.cache, batch.attn, batch.pos, batch.last = new.rows, new.cache, new.attn, new.pos, new.last
+            batch.take(new)
         else:
-            self._merge(batch, new)
+            merge(batch, new)
             self.merges += 1
 
-    def _decode_step(self, batch: _Batch) -> None:
+    def _decode_step(self, batch: RowBatch) -> None:
         import torch
 
         engine = batch.engine
@@ -332,115 +278,21 @@ class Batcher:
         if self.metrics is not None:
             self.metrics.observe_batch(B, time.perf_counter() - t0)
         self._deliver(batch, toks)
-        self._compact(batch)
-
-    @staticmethod
-    def _merge(a: _Batch, b: _Batch) -> None:
-        """Append b's rows to a: left-pad the shorter KV cache / mask so both have the same length."""
-        import torch
-        import torch.nn.functional as F
-
-        ta, tb = a.attn.shape[1], b.attn.shape[1]
-        t = max(ta, tb)
-        for la, lb in zip(a.cache.layers, b.cache.layers):
-            ka, va, kb, vb = la.keys, la.values, lb.keys, lb.values
-            if t > ta:
-                ka, va = F.pad(ka, (0, 0, t - ta, 0)), F.pad(va, (0, 0, t - ta, 0))
-            if t > tb:
-                kb, vb = F.pad(kb, (0, 0, t - tb, 0)), F.pad(vb, (0, 0, t - tb, 0))
-            la.keys, la.values = torch.cat([ka, kb], 0), torch.cat([va, vb], 0)
-        a.attn = torch.cat([F.pad(a.attn, (t - ta, 0)), F.pad(b.attn, (t - tb, 0))], 0)
-        a.pos = torch.cat([a.pos, b.pos], 0)
-        a.last = torch.cat([a.last, b.last], 0)
-        a.rows = a.rows + b.rows
-
-    @staticmethod
-    def _compact(batch: _Batch) -> None:
-        """Drop finished rows from the cache and trim columns that are padding for every row."""
-        import torch
-
-        keep = [i for i, r in enumerate(batch.rows) if not r.done]
-        if not keep:
-            batch.rows, batch.cache, batch.attn, batch.pos, batch.last = [], None, None, None, None
-            return
-        if len(keep) < len(batch.rows):
-            idx = torch.tensor(keep, dtype=torch.long, device=batch.attn.device)
-            for layer in batch.cache.layers:
-                layer.keys = layer.keys.index_select(0, idx)
-                layer.values = layer.values.index_select(0, idx)
-            batch.attn = batch.attn.index_select(0, idx)
-            batch.pos = batch.pos.index_select(0, idx)
-            batch.last = batch.last.index_select(0, idx)
-            batch.rows = [batch.rows[i] for i in keep]
-            used = batch.attn.any(0)
-            first = int(used.int().argmax())
-            if first > 0:
-                for layer in batch.cache.layers:
-                    layer.keys = layer.keys[..., first:, :]
-                    layer.values = layer.values[..., first:, :]
-                batch.attn = batch.attn[:, first:]
+        compact(batch)
 
     # ------------------------------------------------------------------ sampling
     def _sample(self, rows: list[GenRequest], logits) -> list[int]:
-        import torch
+        toks, bad = sample_next_tokens(rows, logits)
+        for i in bad:
+            r = rows[i]
+            if not r.done:
+                r.done = True
+                r.sink.fail(APIError(500, "the model produced non-finite logits (NaN/inf weights?)", SERVER,
+                                     None, "non_finite_logits"))
+                self._count_error("non_finite_logits")
+        return toks
 
-        logits = logits.float()
-        finite = torch.isfinite(logits).all(-1)
-        if not bool(finite.all()):
-            for i in (~finite).nonzero().flatten().tolist():
-                r = rows[i]
-                if not r.done:
-                    r.done = True
-                    r.sink.fail(APIError(500, "the model produced non-finite logits (NaN/inf weights?)", SERVER,
-                                         None, "non_finite_logits"))
-                    self._count_error("non_finite_logits")
-            logits = torch.nan_to_num(logits, nan=0.0, posinf=0.0, neginf=0.0)
-        for i, r in enumerate(rows):
-            if r.processors:
-                ids = torch.tensor([r.prompt_ids + r.generated], dtype=torch.long, device=logits.device)
-                row = logits[i:i + 1]
-                for proc in r.processors:
-                    row = proc(ids, row)
-                logits[i] = row[0]
-            if r.logit_bias:
-                keys = torch.tensor(list(r.logit_bias), dtype=torch.long, device=logits.device)
-                logits[i, keys] += torch.tensor(list(r.logit_bias.values()), device=logits.device)
-            if (r.presence_penalty or r.frequency_penalty) and r.generated:
-                counts = torch.bincount(torch.tensor(r.generated, device=logits.device),
-                                        minlength=logits.shape[-1])[: logits.shape[-1]].float()
-                logits[i] -= r.frequency_penalty * counts + r.presence_penalty * (counts > 0).float()
-        out = logits.argmax(-1)
-        sampled = [i for i, r in enumerate(rows) if not r.greedy]
-        if sampled:
-            idx = torch.tensor(sampled, dtype=torch.long, device=logits.device)
-            temps = torch.tensor([rows[i].temperature for i in sampled], device=logits.device)
-            sub = logits.index_select(0, idx) / temps[:, None]
-            top_ps = torch.tensor([rows[i].top_p for i in sampled], device=logits.device)
-            if bool((top_ps < 1.0).any()):
-                srt, order = sub.sort(-1, descending=True)
-                probs = srt.softmax(-1)
-                cum = probs.cumsum(-1)
-                drop = (cum - probs) > top_ps[:, None]
-                srt = srt.masked_fill(drop, float("-inf"))
-                sub = torch.full_like(sub, float("-inf")).scatter(-1, order, srt)
-            probs = sub.softmax(-1)
-            shared = []
-            for j, i in enumerate(sampled):
-                r = rows[i]
-                if r.seed is not None:
-                    if r.generator is None:
-                        r.generator = torch.Generator(device=logits.device)
-                        r.generator.manual_seed(int(r.seed) % (2**63))
-                    out[i] = torch.multinomial(probs[j], 1, generator=r.generator)[0]
-                else:
-                    shared.append(j)
-            if shared:
-                sel = torch.tensor(shared, dtype=torch.long, device=logits.device)
-                picks = torch.multinomial(probs.index_select(0, sel), 1).flatten()
-                out[idx.index_select(0, sel)] = picks
-        return out.tolist()
-
-    def _deliver(self, batch: _Batch, toks: list[int]) -> None:
+    def _deliver(self, batch: RowBatch, toks: list[int]) -> None:
         now = self.clock()
         eos = batch.engine.eos_ids
         for r, tok in zip(batch.rows, toks):

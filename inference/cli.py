@@ -38,7 +38,7 @@ def serve_command(base_dir, host, port, model_path, device, max_batch_size, max_
     import logging
 
     from trainer.config.loader import ConfigError
-    from inference.server import ServerSettings, check_bind_safety
+    from inference.settings import ServerSettings, check_bind_safety
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -19,12 +19,13 @@ from typing import Any
 
 from foundation import deployed_versions
 from foundation.deployed_versions import BASE_VERSION, VersionError, read_current_version  # noqa: F401
+from foundation.device import model_dtype, resolve_device
 from foundation.paths import Paths, is_within
 from inference.errors import APIError, INVALID_REQUEST, NOT_FOUND
 from inference import profile_adapter
+from trainer.profiles.generation import eos_token_ids
 
 log = logging.getLogger("inference.loader")
-
 
 
 @dataclass
@@ -119,31 +120,19 @@ def read_model_meta(folder: Path) -> dict:
 
 
 # ------------------------------------------------------------------ loading
-def pick_device(device: str) -> str:
-    import torch
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("inference.device is 'cuda' but no CUDA device is available")
-    return device
-
-
 def load_model(folder: str | Path, *, version: str, model_id: str, device: str = "auto",
                profile_name: str = "plain", profile_options: dict | None = None,
                system_prompt: str | None = None, trust_remote_code: bool = False) -> LoadedModel:
     """Load a HF causal LM folder (safetensors only) ready for the batcher."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no tqdm bars in a server log
     t0 = time.perf_counter()
     folder = Path(folder)
-    dev = pick_device(device)
-    if dev == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    else:
-        dtype = torch.float32
+    # foundation.device's rule, so that the evaluator scores the same numeric model as served here
+    dev = resolve_device(device, key="inference.device")
+    dtype = model_dtype(dev)
     if not any(folder.glob("*.safetensors")):
         raise ValueError(f"{folder} has no *.safetensors weights (only safetensors are loaded)")
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
@@ -154,16 +143,10 @@ def load_model(folder: str | Path, *, version: str, model_id: str, device: str =
     if tokenizer.chat_template is None:
         raise ValueError(f"{folder}: the tokenizer has no chat template")
 
-    eos: set[int] = set()
-    gen_eos = getattr(model.generation_config, "eos_token_id", None)
-    for e in (gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos]):
-        if isinstance(e, int):
-            eos.add(e)
-    if tokenizer.eos_token_id is not None:
-        eos.add(int(tokenizer.eos_token_id))
+    eos = eos_token_ids(model, tokenizer)
     pad = tokenizer.pad_token_id
     if pad is None:
-        pad = next(iter(sorted(eos))) if eos else 0
+        pad = min(eos) if eos else 0
 
     ctx = int(getattr(model.config, "max_position_embeddings", 0) or 0)
     tmax = getattr(tokenizer, "model_max_length", None)

@@ -3,18 +3,21 @@
 Why a class of its own: streaming must never hand out text that later turns out to be the start
 of a stop sequence (it is stripped from the reply), nor half of a multi-byte character. So the
 stream decodes incrementally (the prefix/read offset trick: decode a small window, keep only what
-grew) and holds back any suffix that could still become a stop sequence.
+grew) and holds back any suffix that could still become a stop sequence. Where a stop sequence
+begins, and how much of the tail may still become one, is ``trainer.profiles.generation``'s rule
+(the evaluator cuts its replies with the same functions).
 """
 from __future__ import annotations
 
 from typing import Any
 
+from trainer.profiles.generation import find_stop, partial_stop_len, stop_strings
+
 
 class TextStream:
     def __init__(self, tokenizer: Any, stops: list[str] | tuple[str, ...] = ()):
         self.tokenizer = tokenizer
-        self.stops = [s for s in stops if s]
-        self.max_stop = max((len(s) for s in self.stops), default=0)
+        self.stops = stop_strings(stops)
         self.ids: list[int] = []
         self._prefix_offset = 0
         self._read_offset = 0
@@ -37,25 +40,15 @@ class TextStream:
         """Text that is safe to hand out now; sets ``stopped`` when a stop sequence appeared."""
         if self.stopped:
             return ""
-        if self.stops:
-            cut = -1
-            for s in self.stops:
-                i = self.text.find(s, self.emitted)
-                if i >= 0 and (cut < 0 or i < cut):
-                    cut = i
-            if cut >= 0:
-                piece = self.text[self.emitted:cut]
-                self.emitted = cut
-                self.stopped = True
-                return piece
+        cut = find_stop(self.text, self.stops, self.emitted)
+        if cut >= 0:
+            piece = self.text[self.emitted:cut]
+            self.emitted = cut
+            self.stopped = True
+            return piece
         safe = len(self.text)
-        if self.stops and not final:
-            # hold back the longest suffix that is a prefix of some stop sequence
-            for k in range(min(self.max_stop - 1, len(self.text) - self.emitted), 0, -1):
-                tail = self.text[-k:]
-                if any(s.startswith(tail) for s in self.stops):
-                    safe = len(self.text) - k
-                    break
+        if not final:
+            safe -= partial_stop_len(self.text, self.stops, self.emitted)
         piece = self.text[self.emitted:safe]
         self.emitted = safe
         return piece

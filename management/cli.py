@@ -18,7 +18,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("model", "tools.models.cli", "model_group"),
     ("train", "trainer.engine.train_cli", "train_command"),
     ("data", "tools.data.cli", "data_group"),
-    ("daemon", "core.daemon.daemon", "daemon_group"),
+    ("daemon", "core.daemon.cli", "daemon_group"),
     ("queue", "core.jobqueue.cli", "queue_group"),
     ("pause", "core.daemon.controller", "pause_command"),
     ("resume", "core.daemon.controller", "resume_command"),
@@ -27,9 +27,11 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("status", "core.daemon.controller", "status_command"),
     ("models", "foundation.model_db", "models_group"),
     ("serve", "inference.cli", "serve_command"),
-    ("deploy", "monitoring.deployment.orchestrator", "deploy_group"),
+    ("deploy", "monitoring.deployment.cli", "deploy_group"),
     ("eval", "monitoring.evaluation.cli", "eval_group"),
     ("syllo", "syllo.generator", "syllo_command"),
+    ("watchdog", "safety.supervision.cli", "watchdog_group"),
+    ("health", "safety.health.cli", "health_command"),
 ]
 
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""The deployment orchestrator, at the path the seed's users type. The code lives in ``monitoring.deployment.orchestrator``."""
+"""The deployment orchestrator, at the path the seed's users type. The code lives in
+``monitoring.deployment`` (the daemon in ``orchestrator``, this CLI in ``cli``)."""
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from monitoring.deployment.orchestrator import deploy_group  # noqa: E402
+from monitoring.deployment.cli import deploy_group  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(deploy_group())

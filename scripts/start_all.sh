@@ -44,7 +44,7 @@ base = Path(sys.argv[1])
 # (name, script, arguments, PID file the service keeps in .pids/)
 services = [
     ("inference_server", "inference/cli.py", ["--base-dir", str(base)], "inference_server.pid"),
-    ("automated_testing", "monitoring/cli.py", ["daemon", "--base-dir", str(base)], "automated_testing.pid"),
+    ("automated_testing", "monitoring/automated_testing_daemon.py", ["--base-dir", str(base)], "automated_testing.pid"),
     ("deployment_orchestrator", "monitoring/deployment_orchestrator.py", ["run", "--base-dir", str(base)],
      "deployment_orchestrator.pid"),
 ]
@@ -58,8 +58,6 @@ def running(pid_file: Path, script: str) -> int | None:
     return pid if script in cmd else None
 
 for name, script, args, pid_name in services:
-    if not Path(script).is_file():
-        continue
     pid_file = base / ".pids" / pid_name
     pid = running(pid_file, script)
     if pid:

@@ -25,7 +25,7 @@ import os, signal, sys, time
 from pathlib import Path
 base, kill = Path(sys.argv[1]), sys.argv[2] == "1"
 services = [("deployment_orchestrator", "monitoring/deployment_orchestrator.py"),
-            ("automated_testing", "monitoring/cli.py"), ("inference_server", "inference/cli.py")]
+            ("automated_testing", "monitoring/automated_testing_daemon.py"), ("inference_server", "inference/cli.py")]
 sent = []
 for name, script in services:
     try:

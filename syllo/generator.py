@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate a batch of syllo puzzles as chat JSONL (see ``tools/data/syllo_puzzles.py`` for the
+"""Generate a batch of syllo puzzles as chat JSONL (see ``syllo/puzzles.py`` for the
 puzzles, their difficulty levels and their certificates).
 
     python3 tools/data/generate_syllo_batch.py --count 1000 \\

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +120,19 @@ def test_by_path_tools_exit_codes(tmp_path):
     assert r.returncode == 0, r.stderr
     shown = json.loads(r.stdout)
     assert shown["data"]["max_length"] == 128 and shown["training"]["seed"] == 9
+
+
+def test_edit_keeps_the_config_files_mode(tmp_path):
+    """A user's chmod 600 on config.json (it may hold API keys) survives every edit."""
+    base = tmp_path / "base"
+    base.mkdir()
+    cfg = base / "config.json"
+    cfg.write_text(json.dumps({"training": {"seed": 1}}))
+    os.chmod(cfg, 0o600)
+    r = subprocess.run([sys.executable, str(REPO / "tools/config/edit_config.py"), "training.learning_rate", "0.0002",
+                        "--base-dir", str(base)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(cfg.read_text())["training"]["learning_rate"] == 0.0002
+    assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
+    (backup,) = (base / "backups").glob("config-*.json")
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600

@@ -1,6 +1,7 @@
-"""Daemon building blocks, tested without the daemon loop: inbox completeness (fake clock, real
-files), failure classification (real exceptions), the single-instance lock (real flock, a real
-SIGKILLed holder), control flags, the atomic model swap, and the OOM retry decision."""
+"""Daemon building blocks: inbox completeness (fake clock, real files), failure classification
+(real exceptions), the single-instance lock (real flock, a real SIGKILLed holder), control flags,
+the atomic model swap, the OOM retry decision (real queue files), and hang detection through the
+real daemon (a frozen trainer child, observed in the queue folders and the status file)."""
 from __future__ import annotations
 
 import errno
@@ -9,10 +10,13 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from bad_inputs.daemon_harness import (child_pid, controller, pid_gone, queue_names, start_daemon, status,
+                                       update_config, wait_for)
 from conftest import chat_records, write_jsonl
 from core.daemon.control_flags import active_flags, clear_flag, read_flag, write_flag
 from core.daemon.model_swap import ModelDirError, install_model, read_lineage, recover, verify_model_dir
@@ -81,7 +85,8 @@ def test_tracker_growing_file_waits_for_stable_size(tmp_path):
 
 def test_tracker_priorities_and_ignored_names(tmp_path):
     paths = Paths.from_base(tmp_path).ensure()
-    tr = InboxTracker(paths)
+    clk = FakeClock()
+    tr = InboxTracker(paths, stable_seconds=1.0, clock=clk)
     (paths.inbox / "normal").mkdir()
     assert tr.priority_of(paths.inbox / "x.jsonl") == "normal"
     assert tr.priority_of(paths.inbox / "high" / "x.jsonl") == "high"
@@ -93,7 +98,9 @@ def test_tracker_priorities_and_ignored_names(tmp_path):
     (paths.inbox / "sub").mkdir()
     assert tr.priority_of(paths.inbox / "sub") == "normal"  # an entry: quarantined as a directory
     tr.on_event(paths.inbox / "sub" / "inner.jsonl")  # activity inside counts for the folder entry
-    assert [e.path.name for e in tr._pending.values()] == ["sub"]
+    assert tr.pending_count() == 1 and tr.ready() == []
+    clk.t += 1.1  # unchanged for stable_seconds: complete
+    assert [(e.path.name, e.priority) for e in tr.ready()] == [("sub", "normal")]
 
 
 # ---------------------------------------------------------------- failure classification
@@ -203,72 +210,83 @@ def test_install_model_swaps_atomically_and_verifies(tmp_path, tiny_model_dir):
 
 # ---------------------------------------------------------------- OOM retry decision
 def test_oom_retry_halves_batch_doubles_accumulation_then_gives_up(base_dir):
-    from core.jobqueue.store import QueueStore
-    from core.daemon.daemon import TrainingDaemon
+    """A job that ran out of memory goes back to the head of its queue with half the batch and
+    twice the accumulation in its job record, until daemon.oom_max_retries; then it is quarantined.
+    Real queue folders and job records; what is asserted is what is on disk."""
+    from core.daemon.context import DaemonContext
+    from core.daemon.outcomes import job_failed, oom_retry_overrides
     from trainer.config.loader import load_config
 
-    d = TrainingDaemon(base_dir)
-    d.cfg = load_config(base_dir=base_dir)  # per_device_batch_size 4, accumulation 1, oom_max_retries 2
-    store: QueueStore = d.store
-    store.enqueue(write_jsonl(d.paths.inbox / "big.jsonl", chat_records(3)), "low", source="t")
+    ctx = DaemonContext(base_dir)
+    ctx.cfg = load_config(base_dir=base_dir)  # per_device_batch_size 4, accumulation 1, oom_max_retries 2
+    store = ctx.store
+    store.enqueue(write_jsonl(ctx.paths.inbox / "big.jsonl", chat_records(3)), "low", source="t")
     store.claim(store.next_to_claim())
     store.update_record("big.jsonl", started=True, job_id="big-1")
+    oom = {"kind": "oom", "message": "CUDA out of memory"}
 
-    class A:  # the parts of an ActiveJob the decision reads
-        name = "big.jsonl"
-        global_step = 3
-
-    expected = [(2, 2), (1, 4)]
-    for bs, ga in expected:
-        d._job_failed(A(), store.read_record("big.jsonl"), {"kind": "oom", "message": "CUDA out of memory"})
+    for bs, ga in [(2, 2), (1, 4)]:
+        job_failed(ctx, "big.jsonl", store.read_record("big.jsonl"), oom, 3)
         rec = store.read_record("big.jsonl")
-        assert (d.paths.queue_dir("low") / "big.jsonl").exists(), "retried from the head of its queue"
+        assert (ctx.paths.queue_dir("low") / "big.jsonl").exists(), "retried from the head of its queue"
+        assert store.next_to_claim().name == "big.jsonl"
         assert rec["config_overrides"] == {"training.per_device_batch_size": bs,
                                            "training.gradient_accumulation_steps": ga}
         store.claim(store.next_to_claim())
-    d._job_failed(A(), store.read_record("big.jsonl"), {"kind": "oom", "message": "CUDA out of memory"})
-    err = json.loads((d.paths.failed / "big.error.json").read_text())
-    assert err["reason"] == "oom" and err["oom_retries"] == 2
+    assert oom_retry_overrides(store.read_record("big.jsonl"), ctx.cfg, ctx.cfg.daemon.oom_max_retries) is None
+    job_failed(ctx, "big.jsonl", store.read_record("big.jsonl"), oom, 3)
+    err = json.loads((ctx.paths.failed / "big.error.json").read_text())
+    assert err["reason"] == "oom" and err["oom_retries"] == 2 and err["global_step"] == 3
     assert err["config_overrides"]["training.per_device_batch_size"] == 1
-    assert not store.read_record("big.jsonl")
+    assert not store.read_record("big.jsonl") and ctx.last_error["reason"] == "oom"
+    # batch 1 cannot be halved: the first OOM is final
+    assert oom_retry_overrides({"config_overrides": {"training.per_device_batch_size": 1}}, ctx.cfg, 5) is None
 
 
 # ---------------------------------------------------------------- hang detection
-def test_stalled_job_is_killed_and_quarantined_as_hang(base_dir):
-    """A trainer that makes no optimizer step for daemon.stall_timeout is killed (a real process,
-    a fake monotonic clock) and its file quarantined with reason "hang"; the daemon goes on."""
-    from core.daemon.child import ChildHandle
-    from core.daemon.daemon import ActiveJob, TrainingDaemon
-    from trainer.config.loader import load_config
+STALL_S = 20.0  # above the tiny model's load + tokenization on a busy 2-core machine
 
-    clk = FakeClock()
-    d = TrainingDaemon(base_dir, monotonic=clk)
-    d.cfg = load_config(base_dir=base_dir, overrides={"daemon.stall_timeout": 60.0})
-    d.store.enqueue(write_jsonl(d.paths.inbox / "stuck.jsonl", chat_records(3)), "normal", source="t")
-    d.store.claim(d.store.next_to_claim())
-    d.store.update_record("stuck.jsonl", started=True, job_id="stuck-1")
-    ch = ChildHandle(d.paths, wake=lambda: None)
-    ch.proc = subprocess.Popen(["sleep", "120"], start_new_session=True, stdin=subprocess.PIPE)
-    ch._eof.set()  # no message pipe in this test
-    try:
-        d.active = ActiveJob(name="stuck.jsonl", record=d.store.read_record("stuck.jsonl"), job={}, child=ch,
-                             claimed_mono=clk.t, last_progress=clk.t, started_at="t", global_step=7)
-        clk.t += 59
-        d._check_stall()
-        assert ch.poll() is None, "not stalled yet"
-        d.paused = True
-        clk.t += 600
-        d._check_stall()
-        assert ch.poll() is None, "a paused job is never a hang"
-        d.paused = False
-        d._check_stall()
-        assert ch.wait(10) == -signal.SIGKILL
-        d._check_active_child()
-        assert d.active is None
-        err = json.loads((d.paths.failed / "stuck.error.json").read_text())
-        assert err["reason"] == "hang" and "no optimizer step for 60s" in err["message"]
-        assert err["global_step"] == 7 and d.last_error["reason"] == "hang"
-    finally:
-        if ch.proc.poll() is None:
-            ch.proc.kill()
-            ch.proc.wait()
+
+@pytest.mark.slow
+def test_frozen_trainer_is_killed_as_hang_but_never_while_paused(base_dir, reaper):
+    """The real daemon and trainer child. Paused longer than daemon.stall_timeout: not a hang.
+    Then the trainer is frozen (SIGSTOP: a real process that makes no step): the daemon kills it
+    after stall_timeout, quarantines the file with reason "hang" and stays up."""
+    base = base_dir
+    update_config(base, {"training": {"max_steps": 100000, "save_steps": 100000, "eval_steps": 0,
+                                      "per_device_batch_size": 2},
+                         "daemon": {"heartbeat_interval": 0.3, "file_stable_seconds": 0.2,
+                                    "stall_timeout": STALL_S}})
+    proc = start_daemon(reaper, base)
+    write_jsonl(base / "inbox" / "stuck.jsonl", chat_records(40, seed=3))
+    wait_for(lambda: status(base).get("current_file") == "stuck.jsonl"
+             and (status(base).get("step_in_file") or 0) >= 2, 240, "stuck.jsonl training", proc=proc)
+    trainer = child_pid(base)
+    assert trainer and status(base)["trainer_child"]["pid"] == trainer
+
+    r = controller(base, "pause", "--reason", "long lunch", "--wait", "90", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["confirmed"] is True, r.stdout + r.stderr
+    paused_at = _heartbeat_wall(status(base))
+    wait_for(lambda: _heartbeat_wall(status(base)) > paused_at + STALL_S + 2, STALL_S + 60,
+             "the daemon's heartbeat past stall_timeout while paused", proc=proc)
+    assert not pid_gone(trainer), "a paused job is never a hang"
+    assert queue_names(base, "processing") == ["stuck.jsonl"] and status(base)["state"] == "paused"
+
+    r = controller(base, "resume", "--wait", "60")
+    assert r.returncode == 0, r.stdout + r.stderr
+    os.kill(trainer, signal.SIGSTOP)
+    wait_for(lambda: "stuck.jsonl" in queue_names(base, "failed"), STALL_S + 90, "stuck.jsonl quarantined",
+             proc=proc)
+    wait_for(lambda: pid_gone(trainer), 30, "the frozen trainer killed")
+    err = json.loads((base / "queue" / "failed" / "stuck.error.json").read_text())
+    assert err["reason"] == "hang" and f"no optimizer step for {STALL_S:.0f}s" in err["message"], err
+    assert err["global_step"] >= 2
+    wait_for(lambda: status(base).get("state") == "idle" and status(base).get("last_error"), 30, "idle after the hang",
+             proc=proc)
+    assert status(base)["last_error"]["reason"] == "hang"
+    proc.terminate()
+    assert proc.wait(60) == 0
+
+
+def _heartbeat_wall(st: dict) -> float:
+    return datetime.fromisoformat(st["heartbeat_at"].replace("Z", "+00:00")).timestamp()

@@ -38,7 +38,7 @@ class StopAt(JobControl):
 
 
 def test_lr_warmup_counts_global_steps_and_never_restarts():
-    from trainer.engine.engine import lr_lambda_factory
+    from trainer.engine.hf_trainer import lr_lambda_factory
     first = lr_lambda_factory("constant_with_warmup", warmup_steps=10, global_start=0, num_training_steps=20)
     later = lr_lambda_factory("constant_with_warmup", warmup_steps=10, global_start=20, num_training_steps=20)
     assert first(0) == pytest.approx(1 / 11) and first(9) == pytest.approx(10 / 11) and first(10) == 1.0
@@ -51,7 +51,8 @@ def test_lr_warmup_counts_global_steps_and_never_restarts():
 
 def test_30_steps_lower_loss_and_write_complete_checkpoints(base_dir):
     from transformers import AutoModelForCausalLM
-    from trainer.engine.engine import TrainerEngine, complete_checkpoints
+    from trainer.engine.checkpoints import complete_checkpoints
+    from trainer.engine.engine import TrainerEngine
     data = write_jsonl(base_dir / "train.jsonl", chat_records(64, seed=1))
     write_jsonl(base_dir / "data/validation/val.jsonl", chat_records(8, seed=99))
     out = base_dir / "models/checkpoints/job1"
@@ -80,7 +81,8 @@ def test_30_steps_lower_loss_and_write_complete_checkpoints(base_dir):
 
 
 def test_resume_continues_step_count_and_ignores_incomplete_checkpoint(base_dir):
-    from trainer.engine.engine import TrainerEngine, complete_checkpoints
+    from trainer.engine.checkpoints import complete_checkpoints
+    from trainer.engine.engine import TrainerEngine
     data = write_jsonl(base_dir / "train.jsonl", chat_records(48, seed=2))
     out = base_dir / "models/checkpoints/job2"
     job = _job(base_dir, data, out, **{"training.max_steps": 12, "training.save_steps": 4,
@@ -104,7 +106,8 @@ def test_resume_continues_step_count_and_ignores_incomplete_checkpoint(base_dir)
 
 
 def test_pause_checkpoints_then_waits_and_skip_ends_without_export(base_dir):
-    from trainer.engine.engine import TrainerEngine, complete_checkpoints
+    from trainer.engine.checkpoints import complete_checkpoints
+    from trainer.engine.engine import TrainerEngine
     data = write_jsonl(base_dir / "train.jsonl", chat_records(40, seed=3))
     out = base_dir / "models/checkpoints/job3"
     ctl = StopAt(3, "pause")
@@ -132,7 +135,8 @@ def test_bad_dataset_raises_data_error_with_report(base_dir):
 
 def test_lora_exports_merged_full_weights(base_dir, tiny_model_dir):
     from transformers import AutoModelForCausalLM
-    from trainer.engine.engine import TrainerEngine, complete_checkpoints
+    from trainer.engine.checkpoints import complete_checkpoints
+    from trainer.engine.engine import TrainerEngine
     data = write_jsonl(base_dir / "train.jsonl", chat_records(32, seed=4))
     out = base_dir / "models/checkpoints/lora"
     res = TrainerEngine().run_job(_job(base_dir, data, out, **{
@@ -166,7 +170,7 @@ def test_train_cli_status_file_parses_while_training(base_dir, reaper):
         time.sleep(0.02)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-3000:]
-    result = json.loads(out.strip().splitlines()[-1])
+    result = json.loads(out)  # the result is all there is on stdout
     assert result["global_step_end"] == 40
     assert seen_training, f"no 'training' status seen in {reads} reads"
     doc = seen_training[-1]
@@ -183,11 +187,26 @@ def test_train_cli_status_file_parses_while_training(base_dir, reaper):
     assert again.returncode != 0 and "--resume" in again.stderr
 
 
+def test_train_cli_stdout_is_only_the_json_result(base_dir):
+    """`core/train.py ... | jq .` works: the Trainer's log dicts (printed every logging step by its
+    PrinterCallback) go to stderr, the job result alone to stdout."""
+    data = write_jsonl(base_dir / "train.jsonl", chat_records(16, seed=8))
+    p = subprocess.run([sys.executable, str(REPO / "core/train.py"), "--dataset", str(data),
+                        "--base-dir", str(base_dir), "--max-steps", "3", "--status-file", "none",
+                        "--set", "training.logging_steps=1", "--set", "training.eval_steps=0"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads(p.stdout)
+    assert result["ok"] is True and result["global_step_end"] == 3
+    assert "'loss'" in p.stderr  # the log lines still reach the operator, on stderr
+
+
 def test_rerun_of_a_finished_job_trains_no_extra_step(base_dir):
     """Killed after the last checkpoint but before the export: a rerun exports, never trains on."""
     import shutil
     from transformers import AutoModelForCausalLM
-    from trainer.engine.engine import TrainerEngine, complete_checkpoints
+    from trainer.engine.checkpoints import complete_checkpoints
+    from trainer.engine.engine import TrainerEngine
     data = write_jsonl(base_dir / "train.jsonl", chat_records(24, seed=6))
     out = base_dir / "models/checkpoints/job5"
     job = _job(base_dir, data, out, **{"training.max_steps": 6, "training.save_steps": 3, "training.eval_steps": 0})

@@ -232,7 +232,8 @@ def test_server_mode_scores_what_the_server_serves(base_dir, trained_model, reap
     """Mode "server": the suite goes through the real inference server (prediction client), and the
     result is recorded against the checkpoint the server reports. Greedy decoding of the same weights
     must score like the local evaluation of that checkpoint."""
-    from monitoring.evaluation.automated_testing import AutomatedTester, evaluate_checkpoint
+    from monitoring.evaluation.daemon import AutomatedTester
+    from monitoring.evaluation.local_mode import evaluate_checkpoint
     from monitoring.prediction_client import PredictionClient
     from syllo.suite import load_suite, REPO_SUITE_DIR
     from trainer.config.loader import load_config

@@ -185,9 +185,9 @@ class ChildHandle:
         if self.wait(timeout) is None:
             self.kill()
             self.wait(5)
-        self._clear_pid_file()
+        self.clear_pid_file()
 
-    def _clear_pid_file(self) -> None:
+    def clear_pid_file(self) -> None:
         p = self.paths.pids / PID_NAME
         try:
             if p.read_text().strip() == str(self.pid):

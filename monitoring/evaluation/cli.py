@@ -42,7 +42,7 @@ def eval_group() -> None:
 @click.option("--once", is_flag=True, help="One pass, then exit.")
 def daemon_command(base_dir, once) -> None:
     """Run the automated testing daemon (single instance per base dir)."""
-    from monitoring.evaluation.automated_testing import run_daemon
+    from monitoring.evaluation.daemon import run_daemon
     sys.exit(run_daemon(base_dir, once=once, config=_cfg(base_dir)))
 
 
@@ -54,8 +54,10 @@ def run_command(base_dir, checkpoints, as_json) -> None:
     """Evaluate CHECKPOINTS (model folders) now, or every pending checkpoint when none is given."""
     from foundation.model_db import ModelDB
     from foundation.paths import Paths
-    from monitoring.evaluation.automated_testing import (AutomatedTester, evaluate_checkpoint, read_checkpoint_info,
-                                                     record_result, refresh_reports)
+    from monitoring.evaluation.checkpoints import read_checkpoint_info
+    from monitoring.evaluation.daemon import AutomatedTester, refresh_reports
+    from monitoring.evaluation.local_mode import evaluate_checkpoint
+    from monitoring.evaluation.scoring import record_result
     paths = Paths.from_base(base_dir)
     cfg = _cfg(base_dir)
     if not checkpoints:
@@ -163,7 +165,7 @@ def status_command(base_dir, as_json) -> None:
     """Print status/automated_testing.json (human summary or JSON)."""
     from foundation.paths import Paths
     from foundation.status_io import read_status
-    from monitoring.evaluation.automated_testing import STATUS_NAME
+    from monitoring.evaluation.daemon import STATUS_NAME
     doc = read_status(Paths.from_base(base_dir).status_file(STATUS_NAME))
     if doc is None:
         raise click.ClickException("no status/automated_testing.json yet (is `trainctl eval daemon` running?)")

@@ -21,7 +21,9 @@ import click
 
 
 def _load_or_evaluate(db, path: Path, suite, cfg, base: Path, fresh: bool) -> dict:
-    from monitoring.evaluation.automated_testing import evaluate_checkpoint, read_checkpoint_info, record_result
+    from monitoring.evaluation.checkpoints import read_checkpoint_info
+    from monitoring.evaluation.local_mode import evaluate_checkpoint
+    from monitoring.evaluation.scoring import record_result
     if not fresh and db.get_checkpoint(path) is not None:
         evs = [e for e in db.evaluations_for(path, with_details=True) if e["suite_version"] == suite.version]
         if evs:

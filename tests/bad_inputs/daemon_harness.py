@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+from tests.helpers.waiting import wait_for  # noqa: F401 - re-exported for the daemon tests
+
 REPO = Path(__file__).resolve().parents[2]
 DAEMON = REPO / "core" / "training_daemon.py"
 CONTROLLER = REPO / "core" / "training_controller.py"
@@ -42,19 +44,6 @@ def status(base: Path) -> dict:
         return json.loads((base / "status" / "training_status.json").read_text())
     except FileNotFoundError:
         return {}
-
-
-def wait_for(pred, timeout: float, what: str, interval: float = 0.05, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"daemon exited with {proc.returncode} while waiting for {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def queue_names(base: Path, folder: str) -> list[str]:

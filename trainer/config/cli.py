@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from trainer.config.loader import ConfigError, config_to_dict, explain, load_config, parse_value
+from trainer.config.keys import redact_config
+from trainer.config.loader import ConfigError, config_to_dict, explain, get_dotted, load_config, parse_value
 
 
 @click.group("config")
@@ -19,18 +20,24 @@ def config_group() -> None:
 @click.option("--config", "config_file", default=None, help="Config file (default: <base-dir>/config.json).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a key (as a CLI flag would).")
 @click.option("--explain", "explain_flag", is_flag=True, help="One line per key with its documentation.")
-def show(base_dir, config_file, sets, explain_flag):
-    """Print the effective config (defaults < config.json < environment < --set)."""
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON output (the default; with --explain: a list of {key, value, doc}).")
+def show(base_dir, config_file, sets, explain_flag, as_json):
+    """Print the effective config (defaults < config.json < environment < --set); API keys show as "***"."""
     try:
         overrides = [(s.split("=", 1)[0], parse_value(s.split("=", 1)[1])) for s in sets if "=" in s]
         cfg = load_config(config_file, base_dir=base_dir, overrides=overrides)
     except ConfigError as e:
         raise click.ClickException(str(e))
-    if explain_flag:
-        for key, value, doc in explain(cfg):
-            click.echo(f"{key} = {json.dumps(value, ensure_ascii=False)}\n    {doc}")
+    shown = redact_config(config_to_dict(cfg))  # API keys are never echoed
+    if explain_flag and as_json:
+        rows = [{"key": key, "value": get_dotted(shown, key), "doc": doc} for key, _, doc in explain(cfg)]
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif explain_flag:
+        for key, _, doc in explain(cfg):
+            click.echo(f"{key} = {json.dumps(get_dotted(shown, key), ensure_ascii=False)}\n    {doc}")
     else:
-        click.echo(json.dumps(config_to_dict(cfg), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(shown, indent=2, ensure_ascii=False))
 
 
 @config_group.command("validate")

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from foundation.atomic_io import atomic_write_text
+from trainer.config.keys import redact_config
 from trainer.config.loader import (ConfigError, deep_merge, env_overrides, get_dotted, read_config_file,
                                    set_dotted, validate_dict)
 from trainer.config.schema import PROTECTED_KEYS
@@ -33,7 +35,9 @@ def edit_config(config_file: str | Path, key: str, value: Any, *, force: bool = 
     """Set ``key`` (dotted) to ``value`` in ``config_file``. Returns the change made.
 
     The new file must validate (including the unknown-key check) before anything is written; the
-    previous file is copied to ``backups/config-<timestamp>.json`` first; the write is atomic."""
+    previous file is copied to ``backups/config-<timestamp>.json`` first (API keys redacted, see
+    ``_write_backup``); the write is atomic and keeps the file's mode. In the returned change, the
+    old and new values of a secret key are shown as ``"***"``."""
     config_file = Path(config_file)
     if is_protected(key) and not force:
         raise ProtectedKeyError(f"'{key}' is protected (changing it changes the model lineage); "
@@ -52,10 +56,31 @@ def edit_config(config_file: str | Path, key: str, value: Any, *, force: bool = 
         bdir.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         backup = bdir / f"config-{stamp}.json"
-        shutil.copy2(config_file, backup)
-    atomic_write_text(config_file, json.dumps(new_data, indent=2, ensure_ascii=False) + "\n")
-    return {"key": key, "old": old, "new": value, "file": str(config_file),
+        _write_backup(config_file, backup)
+    atomic_write_text(config_file, json.dumps(new_data, indent=2, ensure_ascii=False) + "\n")  # keeps the mode
+    return {"key": key, "old": _shown(key, old), "new": _shown(key, value), "file": str(config_file),
             "backup": str(backup) if backup else None}
+
+
+def _shown(key: str, value: Any) -> Any:
+    """``value`` as it may be printed when it sits at dotted ``key`` (secrets become "***")."""
+    holder: dict = {}
+    set_dotted(holder, key, value)
+    return get_dotted(redact_config(holder), key)
+
+
+def _write_backup(config_file: Path, backup: Path) -> None:
+    """The previous config as a restore point, with its mode, and with API keys redacted: a
+    backups/ folder collects copies that outlive key rotation, so keys must not pile up there (a
+    restored backup needs its keys set again; the placeholder is refused where keys are used)."""
+    raw = config_file.read_bytes()
+    data = json.loads(raw)  # read_config_file parsed it already
+    redacted = redact_config(data)
+    if redacted == data:
+        shutil.copy2(config_file, backup)  # byte-for-byte, mode and times included
+    else:
+        mode = stat.S_IMODE(config_file.stat().st_mode)
+        atomic_write_text(backup, json.dumps(redacted, indent=2, ensure_ascii=False) + "\n", mode=mode)
 
 
 def check_config_file(config_file: str | Path, environ=None) -> list[str]:

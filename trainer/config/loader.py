@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from foundation.secrets import REDACTED
 from trainer.config.schema import Config
 
 ENV_PREFIX = "TRAINER__"
@@ -114,12 +115,13 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str, problems: list[str])
                 continue
             kwargs[key] = _build(ftype, value, dotted + ".", problems)
             continue
+        meta = fl.metadata
         ok, coerced = _type_ok(ftype, value)
         if not ok:
-            problems.append(f"'{dotted}' must be {_TYPE_NAMES.get(ftype, ftype)}; got {value!r} "
+            shown = repr(REDACTED if meta.get("secret") else value)  # a mistyped key is still a key
+            problems.append(f"'{dotted}' must be {_TYPE_NAMES.get(ftype, ftype)}; got {shown} "
                             f"({type(value).__name__})")
             continue
-        meta = fl.metadata
         if "choices" in meta and coerced not in meta["choices"]:
             close = difflib.get_close_matches(str(coerced), [str(c) for c in meta["choices"]], n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -143,6 +145,10 @@ def _cross_checks(cfg: Config, problems: list[str]) -> None:
     if cfg.training.precision == "fp16" and cfg.training.device == "cpu":
         problems.append("'training.precision' is 'fp16' but 'training.device' is 'cpu'; "
                         "fp16 needs CUDA: use 'fp32' or 'bf16' on CPU")
+    for key in ("api_key", "admin_api_key"):
+        if getattr(cfg.inference, key) and getattr(cfg.inference, f"{key}_file"):
+            problems.append(f"'inference.{key}' and 'inference.{key}_file' are both set; keep one "
+                            f"(the file is the safer place)")
     ev = cfg.evaluation
     if ev.weight_loss + ev.weight_accuracy + ev.weight_calibration <= 0:
         problems.append("'evaluation.weight_*' must not all be 0")

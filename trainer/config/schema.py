@@ -5,6 +5,15 @@
 Precedence: defaults < config.json < environment (``TRAINER__SECTION__KEY=value``) < CLI flags.
 The folder layout is fixed by the design card under one base dir (``--base-dir`` /
 ``$TRAINER_BASE_DIR``); config paths that are relative are taken from that base dir.
+
+Secrets: a field declared with ``secret=True`` (the API keys) is never echoed: ``trainctl config
+show``, ``config edit`` and its backups, and the registry's ``runs.config_json`` show ``"***"``
+(``trainer.config.keys.redact_config``; ``foundation.secrets`` holds the rule). A backup therefore
+does not restore keys: set them again, or keep them out of config.json altogether, in
+``$INFERENCE_API_KEY`` / ``$INFERENCE_ADMIN_KEY`` or in a key file named by ``inference.api_key_file``
+/ ``inference.admin_api_key_file`` that only its owner can read (chmod 600; a file readable by
+group/others is refused, as ssh does). Precedence per key: environment > key file > inline value;
+setting both the inline value and the file is an error.
 """
 from __future__ import annotations
 
@@ -13,7 +22,8 @@ from typing import Any
 
 
 def f(default: Any = None, *, factory: Any = None, **meta: Any) -> Any:
-    """A dataclass field with validation metadata."""
+    """A dataclass field with validation metadata (``choices``, ``min``, ``max``, ``exclusive_min``;
+    ``secret=True``: never shown, see the module docstring)."""
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -174,10 +184,19 @@ class InferenceConfig:
     """Bind address; a non-loopback address requires API keys."""
     port: int = f(8765, min=1, max=65535)
     """Port."""
-    api_key: str = f("")
-    """Read key (Bearer) for the API; empty: none required ($INFERENCE_API_KEY overrides)."""
-    admin_api_key: str = f("")
-    """Admin key for /models/reload; empty: none required ($INFERENCE_ADMIN_KEY overrides)."""
+    api_key: str = f("", secret=True)
+    """Read key (Bearer) for the API; empty: none required ($INFERENCE_API_KEY overrides). Secret:
+    never shown; prefer api_key_file or the environment to keeping it in config.json."""
+    api_key_file: str = f("")
+    """File holding the read key (relative paths are from the base dir); must be readable only by
+    its owner (chmod 600). Used instead of api_key; $INFERENCE_API_KEY overrides it."""
+    admin_api_key: str = f("", secret=True)
+    """Admin key for /models/reload ($INFERENCE_ADMIN_KEY overrides). Secret: never shown. The read
+    key never acts as the admin key: with no admin key, admin endpoints are open only on a
+    loopback server that has no read key either."""
+    admin_api_key_file: str = f("")
+    """File holding the admin key (relative paths are from the base dir); must be readable only by
+    its owner (chmod 600). Used instead of admin_api_key; $INFERENCE_ADMIN_KEY overrides it."""
     device: str = f("auto", choices=["auto", "cpu", "cuda"])
     """Device for serving."""
     max_batch_size: int = f(16, min=1, max=1024)

@@ -6,15 +6,16 @@
     trainctl train ...                           # same command
     accelerate launch core/train.py --job-file job.json   # what the daemon runs when num_processes > 1
 
-Prints the job result as JSON on the last line of stdout.
+Prints the job result as JSON, and nothing else, on stdout (``python3 core/train.py ... | jq .``);
+the Trainer's log lines and every other message go to stderr.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
-
 
 import click
 
@@ -79,7 +80,7 @@ def train_command(dataset, model_path, output, profile, system_prompt, max_steps
         raise click.ClickException(f"model folder {model} does not exist (build the embedded one with "
                                    f"`trainctl model init-tiny`, or point --model at a local HF model folder)")
     out = Path(output) if output else paths.checkpoints / f"manual-{Path(dataset).stem}"
-    from trainer.engine.engine import complete_checkpoints
+    from trainer.engine.checkpoints import complete_checkpoints
     if not resume and complete_checkpoints(out):
         raise click.ClickException(f"{out} already holds checkpoints: pass --resume to continue, or choose "
                                    f"another --output")
@@ -100,7 +101,11 @@ def train_command(dataset, model_path, output, profile, system_prompt, max_steps
 def _run(job, standalone: bool, control=None) -> None:
     from trainer.engine.engine import DataError, TrainerEngine
     try:
-        result = TrainerEngine().run_job(job, control=control, standalone=standalone)
+        # stdout carries only the result. With disable_tqdm the HF Trainer adds its PrinterCallback,
+        # which print()s every log dict ({'loss': ..., 'grad_norm': ...}); libraries may print too.
+        # Everything printed while the job runs goes to stderr instead.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = TrainerEngine().run_job(job, control=control, standalone=standalone)
     except DataError as e:
         click.echo(json.dumps({"ok": False, "error": str(e), "error_kind": "data_error", "report": e.report}))
         raise SystemExit(1)

@@ -24,6 +24,8 @@ import unicodedata
 from datetime import datetime
 from typing import Any, ClassVar
 
+from trainer.profiles.generation import cut_at_stop
+
 ROLES = ("system", "user", "assistant")
 
 _ANSWER_MARK = re.compile(r"(?i)\banswer\s*\**\s*[:\uff1a]\s*\**")
@@ -56,7 +58,7 @@ def to_messages(example: Any) -> tuple[list[dict], dict]:
         if not isinstance(msgs, list):
             raise ValueError(f"'messages' must be a list; got {type(msgs).__name__}")
         return [copy.deepcopy(m) for m in msgs], meta
-    # Every other shape is converted by the data layer's one converter (trainer/core/records.py).
+    # Every other shape is converted by the data layer's one converter (trainer/data/records.py).
     from trainer.data.records import RecordError, normalize_record
     try:
         record = normalize_record(example)
@@ -232,12 +234,7 @@ class DataProfile:
 
     def postprocess(self, text: str) -> str:
         """``text`` cut at the earliest stop sequence (the stop sequence and everything after it go)."""
-        cut = len(text)
-        for s in self.stop_sequences:
-            i = text.find(s)
-            if i != -1:
-                cut = min(cut, i)
-        return text[:cut]
+        return cut_at_stop(text, self.stop_sequences)
 
     # ---------------------------------------------------------------- scoring
     def extract_answer(self, text: str) -> str | None:

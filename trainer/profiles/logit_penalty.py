@@ -26,6 +26,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from transformers.generation.logits_process import LogitsProcessor
 
+from trainer.profiles.generation import find_stop
 from trainer.profiles.penalty_schedule import Window, parse_schedule, schedule_multiplier
 
 __all__ = ["TokenPenaltyProcessor", "PostStopPenaltyProcessor", "EOSRewardProcessor",
@@ -161,7 +162,7 @@ class StopSignalDetector:
                 return True
         if self.strings and gen:
             tail = self.tokenizer.decode(gen[-self._window:], skip_special_tokens=False)
-            return any(s in tail for s in self.strings)
+            return find_stop(tail, self.strings) >= 0
         return False
 
     def update(self, input_ids: torch.Tensor) -> list[int | None]:

@@ -1,0 +1,81 @@
+"""The inference server's settings (config.json ``inference`` section + environment + CLI flags)
+and the bind-safety rule checked before it listens."""
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from foundation.paths import Paths
+
+
+@dataclass
+class ServerSettings:
+    """Everything the app needs, resolved from config.json + environment + CLI flags."""
+
+    base_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8765
+    api_key: str = ""
+    admin_api_key: str = ""
+    device: str = "auto"
+    max_batch_size: int = 16
+    max_queue: int = 256
+    batch_wait_ms: float = 10.0
+    default_max_tokens: int = 128
+    model_dir: str = "models/deployed"
+    model_id: str = "tiny-qwen3"
+    profile_name: str = "plain"
+    profile_options: dict = field(default_factory=dict)
+    system_prompt: str = ""
+    trust_remote_code: bool = False
+    initial_model: str | None = None       # explicit --model PATH (operator's choice)
+    base_model_path: str | None = None     # served as version "base" when nothing is deployed
+    serve_base_model_when_empty: bool = True
+    status_interval: float = 2.0
+    write_status_file: bool = True
+    num_threads: int = 0                   # torch CPU threads; 0 = torch default
+
+    @classmethod
+    def from_config(cls, base_dir: str | Path | None = None, environ: dict | None = None, **overrides: Any
+                    ) -> "ServerSettings":
+        from trainer.config.loader import load_config
+        environ = os.environ if environ is None else environ
+        paths = Paths.from_base(base_dir)
+        cfg = load_config(base_dir=paths.base, environ=environ)
+        inf = cfg.inference
+        s = cls(base_dir=paths.base, host=inf.host, port=inf.port,
+                api_key=environ.get("INFERENCE_API_KEY") or inf.api_key,
+                admin_api_key=environ.get("INFERENCE_ADMIN_KEY") or inf.admin_api_key,
+                device=inf.device, max_batch_size=inf.max_batch_size, max_queue=inf.max_queue,
+                batch_wait_ms=inf.batch_wait_ms, default_max_tokens=inf.default_max_tokens,
+                model_dir=inf.model_dir, model_id=cfg.model.model_name, profile_name=cfg.profile.name,
+                profile_options=dict(cfg.profile.options), system_prompt=cfg.profile.system_prompt,
+                trust_remote_code=cfg.model.trust_remote_code,
+                base_model_path=str(paths.resolve(cfg.model.model_path)),
+                serve_base_model_when_empty=inf.serve_base_model_when_empty, num_threads=inf.num_threads,
+                status_interval=cfg.monitoring.status_interval)
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(s, k, v)
+        return s
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind_safety(settings: ServerSettings) -> None:
+    """Refuse to expose the server beyond this machine without both API keys."""
+    if not is_loopback(settings.host) and not (settings.api_key and settings.admin_api_key):
+        raise ValueError(
+            f"refusing to bind {settings.host!r} (not a loopback address) without API keys: set "
+            "inference.api_key and inference.admin_api_key in config.json or $INFERENCE_API_KEY and "
+            "$INFERENCE_ADMIN_KEY")

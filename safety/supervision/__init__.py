@@ -1,0 +1,1 @@
+"""Process supervision: the watchdog's state machine, program table, process handling, loop and CLI."""

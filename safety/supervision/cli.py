@@ -1,0 +1,144 @@
+"""``trainctl watchdog run|status|reset`` (also ``python3 safety/daemon_watchdog.py``)."""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+
+import click
+
+from foundation.paths import Paths
+from foundation.single_instance import AlreadyRunning, SingleInstance, running_pid
+from foundation.status_io import parse_iso, read_status
+from safety.supervision.programs import TRAINING, load_table, select
+from safety.supervision.state_machine import RestartPolicy
+from safety.supervision.watchdog import INSTANCE_NAME, STATUS_NAME, Watchdog, reset_offline, reset_request_path
+
+_base_opt = click.option("--base-dir", type=click.Path(file_okay=False), default=None,
+                         help="Runtime base dir (default: $TRAINER_BASE_DIR or the repo root).")
+
+
+@click.group("watchdog", context_settings={"help_option_names": ["-h", "--help"]})
+def watchdog_group() -> None:
+    """Supervise every process of the system: start, watch heartbeats, restart with back-off."""
+
+
+def _training_stop_timeout(paths: Paths) -> float:
+    """The training daemon gets its own checkpoint time (daemon.stop_timeout) plus a margin."""
+    from trainer.config.loader import ConfigError, load_config
+    try:
+        return load_config(base_dir=paths.base).daemon.stop_timeout + 30.0
+    except (ConfigError, OSError):
+        return 330.0
+
+
+@watchdog_group.command("run")
+@_base_opt
+@click.option("--once", is_flag=True, help="One supervision pass (start what is not running), then exit.")
+@click.option("--programs", "programs_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help='Replace the program table: JSON {"programs": [...], "policy": {...}}.')
+@click.option("--only", default=None, help="Comma-separated program names to supervise.")
+@click.option("--training-only", is_flag=True, help="Only the training daemon (programs of group 'training').")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              help="Seconds between supervision passes.")
+def run_command(base_dir: str | None, once: bool, programs_file: str | None, only: str | None,
+                training_only: bool, interval: float) -> None:
+    """Run the watchdog until SIGTERM / Ctrl-C (which also stops the programs it started)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    paths = Paths.from_base(base_dir).ensure()
+    try:
+        table = load_table(programs_file, _training_stop_timeout(paths))
+        programs = select(table.programs, [n for n in (only or "").split(",") if n] or None,
+                          TRAINING if training_only else None)
+        policy = RestartPolicy.from_dict(table.policy)
+    except ValueError as e:
+        raise click.UsageError(str(e))
+    if not programs:
+        raise click.UsageError("no program to supervise (check --only / --training-only / --programs)")
+    stop = threading.Event()
+    try:
+        lock = SingleInstance(paths.pids, INSTANCE_NAME).acquire()
+    except AlreadyRunning as e:
+        click.echo(str(e), err=True)
+        sys.exit(1)
+    try:
+        wd = Watchdog(paths.base, programs, policy, interval=interval)
+        if once:
+            wd.supervise_once()
+            wd.write_status("stopped")  # the programs keep running; the next --once adopts them
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        wd.run(stop)
+    finally:
+        lock.release()
+
+
+def _age(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    try:
+        return f"{time.time() - parse_iso(iso).timestamp():.0f}s ago"
+    except ValueError:
+        return iso
+
+
+@watchdog_group.command("status")
+@_base_opt
+@click.option("--json", "as_json", is_flag=True, help="Print status/watchdog.json (plus 'running').")
+def status_command(base_dir: str | None, as_json: bool) -> None:
+    """Is the watchdog running, and the state of each program (exit 1 when one is FATAL)."""
+    paths = Paths.from_base(base_dir)
+    pid = running_pid(paths.pids, INSTANCE_NAME)
+    doc = read_status(paths.status_file(STATUS_NAME)) or {}
+    programs = doc.get("programs") or {}
+    if as_json:
+        click.echo(json.dumps({**doc, "running": pid is not None, "watchdog_pid": pid}, indent=2))
+    else:
+        click.echo(f"watchdog: {'running (pid %s)' % pid if pid else 'not running'}, "
+                   f"heartbeat {_age(doc.get('heartbeat_at'))}")
+        for name, p in programs.items():
+            exit_ = (p.get("last_exit") or {}).get("reason") or "-"
+            click.echo(f"  {name:<24} {p.get('state', '?'):<9} pid {p.get('pid') or '-':<8} "
+                       f"restarts {p.get('restarts', 0):<3} last exit: {exit_}")
+            if p.get("state") == "FATAL":
+                click.echo(f"      {p.get('fatal_reason')}")
+                for line in (p.get("last_log_lines") or [])[-10:]:
+                    click.echo(f"      | {line}")
+                click.echo(f"      fix the cause, then: trainctl watchdog reset {name}")
+    if any(p.get("state") == "FATAL" for p in programs.values()):
+        sys.exit(1)
+
+
+@watchdog_group.command("reset")
+@click.argument("name")
+@_base_opt
+@click.option("--wait", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds to wait for a running watchdog to take the reset.")
+def reset_command(name: str, base_dir: str | None, wait: float) -> None:
+    """Clear NAME's failures: a FATAL program is started again (works whether the watchdog runs or not)."""
+    from foundation.atomic_io import atomic_write_json
+    from foundation.status_io import utc_now_iso
+    paths = Paths.from_base(base_dir)
+    doc = read_status(paths.status_file(STATUS_NAME)) or {}
+    known = list((doc.get("programs") or {}))
+    if known and name not in known:
+        raise click.UsageError(f"no program {name!r} in status/watchdog.json; known: {', '.join(known)}")
+    if running_pid(paths.pids, INSTANCE_NAME) is None:
+        entry = reset_offline(paths, name)
+        click.echo(f"{name}: failures cleared in status/watchdog.json (watchdog not running; "
+                   f"{'it will start it' if entry else 'nothing recorded yet'} when it starts)")
+        return
+    req = reset_request_path(paths, name)
+    atomic_write_json(req, {"program": name, "created_at": utc_now_iso()})
+    deadline = time.monotonic() + wait
+    while req.exists() and time.monotonic() < deadline:
+        threading.Event().wait(0.1)
+    if req.exists():
+        raise click.ClickException(f"the watchdog has not taken {req} within {wait:.0f}s (is it stuck? "
+                                   f"see logs/watchdog.out); the request stays and is taken at its next pass")
+    state = ((read_status(paths.status_file(STATUS_NAME)) or {}).get("programs") or {}).get(name, {}).get("state")
+    click.echo(f"{name}: reset taken by the watchdog (now {state})")

@@ -1,0 +1,102 @@
+"""The HF Trainer subclass: our length-grouped batches, a global-step-aware LR schedule, token
+counting, and step-named complete checkpoints."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from transformers import Trainer
+
+from trainer.engine.callbacks import JobState
+from trainer.engine.checkpoints import export_merged_lora, seal_checkpoint
+
+
+def lr_lambda_factory(kind: str, warmup_steps: int, global_start: int, num_training_steps: int):
+    """LR multiplier as a function of the job-local step. Warm-up is counted on the GLOBAL step,
+    so it happens once per lineage and never restarts for each new file."""
+
+    def warm(local: int) -> float:
+        g = global_start + local
+        if warmup_steps > 0 and g < warmup_steps:
+            return (g + 1) / (warmup_steps + 1)
+        return 1.0
+
+    def fn(local: int) -> float:
+        w = warm(local)
+        if kind in ("constant", "constant_with_warmup"):
+            return w if kind == "constant_with_warmup" else 1.0
+        progress = min(1.0, local / max(1, num_training_steps))
+        if kind == "cosine":
+            return w * 0.5 * (1.0 + math.cos(math.pi * progress))
+        if kind == "linear":
+            return w * max(0.0, 1.0 - progress)
+        raise ValueError(f"unknown lr_scheduler {kind!r}")
+    return fn
+
+
+class ContinuousTrainer(Trainer):
+    """HF Trainer with our batches, our LR schedule, token counting and step-named checkpoints."""
+
+    def __init__(self, *a, engine_state: JobState, batch_sampler, collator, **kw):
+        super().__init__(*a, **kw)
+        self._job = engine_state
+        self._batch_sampler = batch_sampler
+        self._collator = collator
+
+    def get_train_dataloader(self):
+        from torch.utils.data import DataLoader
+        dl = DataLoader(self.train_dataset, batch_sampler=self._batch_sampler, collate_fn=self._collator,
+                        num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+        return self.accelerator.prepare(dl)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        from torch.utils.data import DataLoader
+        from trainer.data.batching import LengthGroupedBatchSampler
+        ds = eval_dataset if eval_dataset is not None else self.eval_dataset
+        sampler = LengthGroupedBatchSampler(list(ds.lengths), self.args.per_device_eval_batch_size,
+                                            seed=0, shuffle=False)
+        dl = DataLoader(ds, batch_sampler=sampler, collate_fn=self._collator)
+        return self.accelerator.prepare(dl)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            optimizer = optimizer or self.optimizer
+            fn = lr_lambda_factory(self._job.cfg.training.lr_scheduler, self._job.cfg.training.warmup_steps,
+                                   self._job.global_start, num_training_steps)
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        mask = inputs.get("attention_mask")
+        if mask is not None:
+            self._job.tokens += int(mask.sum())
+            self._job.padded_tokens += int(mask.numel())
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        local = self.state.global_step
+        src = Path(self.args.output_dir) / f"checkpoint-{local}"
+        # Every rank writes its own RNG state into the folder: rename only once all are done.
+        self.accelerator.wait_for_everyone()
+        if not self.is_world_process_zero():
+            return
+        job, cfg = self._job, self._job.cfg
+        model_dir = "."
+        if cfg.training.method == "lora":
+            # Evaluators and the server need full weights: a merged copy beside the adapter.
+            export_merged_lora(self.model, src / "merged", self.processing_class)
+            model_dir = "merged"
+        info = {
+            "local_step": local, "job_id": job.job.job_id, "source_file": job.job.source_file,
+            "train_loss": job.last_loss, "validation_loss": job.validation_loss,
+            "method": cfg.training.method, "model_dir": model_dir,
+            "base_model": cfg.model.base_model, "profile": cfg.profile.name,
+        }
+        seal_checkpoint(src, job.global_start + local, info, keep=cfg.training.save_total_limit)
+
+    def save_final_checkpoint(self) -> None:
+        """A checkpoint at the current step (the Trainer's own save, sealed like every other)."""
+        self._save_checkpoint(self.model, None)
