@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
-# Start the system in the background: the training daemon and, when present, the inference server,
-# the automated testing (evaluation) daemon and the deployment orchestrator.
+# Start the system in the background: the watchdog (safety/daemon_watchdog.py), which starts and
+# supervises the training daemon, the inference server, the automated testing (evaluation) daemon
+# and the deployment orchestrator, and restarts any that dies (back-off; FATAL after 5 quick failures).
 #   scripts/start_all.sh [--base-dir DIR] [--demo] [--training-only] [--no-setup]
 # --demo           drop a small generated sample file into inbox/ so training starts right away
-# --training-only  start only the training daemon
+# --training-only  supervise only the training daemon
 # --no-setup       skip scripts/setup.sh (which creates .venv and builds models/tiny-qwen3 if missing)
-# Idempotent: what is already running is left alone. PIDs in .pids/, output in logs/<name>.out.
+# Idempotent: a running watchdog is left alone. PID in .pids/watchdog.pid, output in logs/watchdog.out
+# (each program's in logs/<name>.out). State: trainctl watchdog status. Stop: scripts/stop_all.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE_DIR=${TRAINER_BASE_DIR:-$PWD}
 DEMO=0
-SIDECARS=1
+WD_ARGS=()
 SETUP=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --base-dir) BASE_DIR=$2; shift 2 ;;
     --demo) DEMO=1; shift ;;
-    --training-only) SIDECARS=0; shift ;;
+    --training-only) WD_ARGS+=(--training-only); shift ;;
     --no-setup) SETUP=0; shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
@@ -27,51 +29,39 @@ if [ "$SETUP" = 1 ]; then
 fi
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
+BASE_DIR=$(cd "$BASE_DIR" && pwd)
 mkdir -p "$BASE_DIR/logs" "$BASE_DIR/.pids"
+export TRAINER_BASE_DIR=$BASE_DIR
 
-status=$("$PY" core/training_daemon.py status --base-dir "$BASE_DIR" --json)
-if echo "$status" | grep -q '"running": true'; then
-  echo "training daemon already running (pid $(echo "$status" | grep '"pid"' | head -1 | tr -dc '0-9'))"
+wd_pid() {  # the running watchdog's PID (it holds .pids/watchdog.lock), or nothing
+  "$PY" -c 'import sys; from foundation.single_instance import running_pid as r
+p = r(sys.argv[1], "watchdog"); print(p or "")' "$BASE_DIR/.pids"
+}
+
+pid=$(wd_pid)
+if [ -n "$pid" ]; then
+  echo "watchdog already running (pid $pid); its programs:"
+  VERB="already running"
 else
-  "$PY" core/training_daemon.py start --detach --base-dir "$BASE_DIR"
+  # A new session, detached from this shell: the watchdog outlives it and a Ctrl-C here.
+  setsid nohup "$PY" safety/daemon_watchdog.py run --base-dir "$BASE_DIR" ${WD_ARGS[@]+"${WD_ARGS[@]}"} \
+    >>"$BASE_DIR/logs/watchdog.out" 2>&1 </dev/null &
+  launched=$!
+  for _ in $(seq 1 300); do
+    pid=$(wd_pid)
+    [ -n "$pid" ] && break
+    if ! kill -0 "$launched" 2>/dev/null; then
+      echo "the watchdog exited at once; last lines of $BASE_DIR/logs/watchdog.out:" >&2
+      tail -n 20 "$BASE_DIR/logs/watchdog.out" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  [ -n "$pid" ] || { echo "the watchdog did not start within 30s (see $BASE_DIR/logs/watchdog.out)" >&2; exit 1; }
+  echo "watchdog started (pid $pid); output: $BASE_DIR/logs/watchdog.out"
+  VERB=started
 fi
-
-if [ "$SIDECARS" = 1 ]; then
-  "$PY" - "$BASE_DIR" <<'PYEOF'
-import os, subprocess, sys
-from pathlib import Path
-base = Path(sys.argv[1])
-# (name, script, arguments, PID file the service keeps in .pids/)
-services = [
-    ("inference_server", "inference/cli.py", ["--base-dir", str(base)], "inference_server.pid"),
-    ("automated_testing", "monitoring/automated_testing_daemon.py", ["--base-dir", str(base)], "automated_testing.pid"),
-    ("deployment_orchestrator", "monitoring/deployment_orchestrator.py", ["run", "--base-dir", str(base)],
-     "deployment_orchestrator.pid"),
-]
-
-def running(pid_file: Path, script: str) -> int | None:
-    try:
-        pid = int(pid_file.read_text().split()[0])
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if script in cmd else None
-
-for name, script, args, pid_name in services:
-    pid_file = base / ".pids" / pid_name
-    pid = running(pid_file, script)
-    if pid:
-        print(f"{name} already running (pid {pid})")
-        continue
-    out = open(base / "logs" / f"{name}.out", "ab")
-    p = subprocess.Popen([sys.executable, script, *args], stdin=subprocess.DEVNULL, stdout=out,
-                         stderr=subprocess.STDOUT, start_new_session=True)
-    tmp = pid_file.with_name(f".{pid_name}.tmp")
-    tmp.write_text(f"{p.pid}\n")
-    os.replace(tmp, pid_file)
-    print(f"{name} started (pid {p.pid}); output: {base / 'logs' / (name + '.out')}")
-PYEOF
-fi
+"$PY" safety/daemon_watchdog.py wait --base-dir "$BASE_DIR" --timeout 180 --verb "$VERB"
 
 if [ "$DEMO" = 1 ]; then
   # 300 syllogism puzzles (never items of the validation suite), written aside, then renamed into

@@ -3,11 +3,13 @@ scripts (detached daemon, PID file, clean stop)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from bad_inputs.daemon_harness import child_env, controller, pid_gone, queue_names, wait_for
+from bad_inputs.daemon_harness import child_env, controller, pid_gone, queue_names, status, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,3 +77,28 @@ def test_start_all_demo_then_stop_all(base_dir, reaper):
     # nothing lost: the demo file is queued again (stopped mid-job) or trained
     names = (queue_names(base_dir, "normal") + queue_names(base_dir, "recently_completed"))
     assert len(names) == 1 and names[0].startswith("demo-") and queue_names(base_dir, "processing") == []
+
+
+def test_daemon_by_path_without_subcommand_runs_in_foreground(base_dir, reaper):
+    """The seed's ``nohup python3 core/training_daemon.py --base-dir . > logs/training_output.log 2>&1 &``:
+    no subcommand means start, in the foreground, until SIGTERM."""
+    env = child_env()
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # python3: this venv's
+    log = base_dir / "logs" / "training_output.log"
+    with open(log, "wb") as out:
+        proc = reaper.popen(["python3", "core/training_daemon.py", "--base-dir", str(base_dir)],
+                            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
+    wait_for(lambda: status(base_dir).get("pid") == proc.pid and status(base_dir).get("state") == "idle", 90,
+             "the daemon's status heartbeat: idle", proc=proc)
+    assert (base_dir / ".pids" / "training_daemon.pid").read_text().strip() == str(proc.pid)
+    # --base-dir before the subcommand applies to it too
+    st = subprocess.run(["python3", "core/training_daemon.py", "--base-dir", str(base_dir), "status", "--json"],
+                        capture_output=True, text=True, timeout=60, env=env, cwd=str(REPO))
+    assert st.returncode == 0, st.stderr
+    assert json.loads(st.stdout)["pid"] == proc.pid and json.loads(st.stdout)["state"] == "idle"
+
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(60) == 0
+    assert status(base_dir)["state"] == "stopped"
+    assert not (base_dir / ".pids" / "training_daemon.pid").exists()
+    assert "training daemon starting" in log.read_text()

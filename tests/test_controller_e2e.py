@@ -3,12 +3,11 @@ observed in the status file; stop -> restart resumes the same job from its check
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 
-from bad_inputs.daemon_harness import (StatusPoller, controller, queue_names, start_daemon, status, update_config,
+from bad_inputs.daemon_harness import (StatusPoller, controller, heartbeat_wall, queue_names, start_daemon, status, update_config,
                                        wait_for)
 from conftest import chat_records, write_jsonl
 
@@ -39,8 +38,9 @@ def test_pause_resume_skip_stop_and_resume_after_restart(base_dir, reaper):
         job_dir = Path(base / "models" / "checkpoints" / st["job_id"])
         paused_at = st["current_step"]
         assert _steps(job_dir)[-1] == paused_at, "pause writes a checkpoint first"
-        time.sleep(1.5)
-        assert status(base)["current_step"] == paused_at
+        wait_for(lambda: heartbeat_wall(status(base)) > heartbeat_wall(st) + 1.5, 30,
+                 "the daemon's heartbeat 1.5 s into the pause", proc=proc)
+        assert status(base)["current_step"] == paused_at, "no step while paused"
         human = controller(base, "status")
         assert "paused:   lunch break" in human.stdout and "first.jsonl" in human.stdout
 

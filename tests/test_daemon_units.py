@@ -10,13 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from bad_inputs.daemon_harness import (child_pid, controller, pid_gone, queue_names, start_daemon, status,
-                                       update_config, wait_for)
+from bad_inputs.daemon_harness import (child_pid, controller, heartbeat_wall, pid_gone, queue_names, start_daemon,
+                                       status, update_config, wait_for)
 from conftest import chat_records, write_jsonl
 from core.daemon.control_flags import active_flags, clear_flag, read_flag, write_flag
 from core.daemon.model_swap import ModelDirError, install_model, read_lineage, recover, verify_model_dir
@@ -266,8 +265,8 @@ def test_frozen_trainer_is_killed_as_hang_but_never_while_paused(base_dir, reape
 
     r = controller(base, "pause", "--reason", "long lunch", "--wait", "90", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["confirmed"] is True, r.stdout + r.stderr
-    paused_at = _heartbeat_wall(status(base))
-    wait_for(lambda: _heartbeat_wall(status(base)) > paused_at + STALL_S + 2, STALL_S + 60,
+    paused_at = heartbeat_wall(status(base))
+    wait_for(lambda: heartbeat_wall(status(base)) > paused_at + STALL_S + 2, STALL_S + 60,
              "the daemon's heartbeat past stall_timeout while paused", proc=proc)
     assert not pid_gone(trainer), "a paused job is never a hang"
     assert queue_names(base, "processing") == ["stuck.jsonl"] and status(base)["state"] == "paused"
@@ -286,7 +285,3 @@ def test_frozen_trainer_is_killed_as_hang_but_never_while_paused(base_dir, reape
     assert status(base)["last_error"]["reason"] == "hang"
     proc.terminate()
     assert proc.wait(60) == 0
-
-
-def _heartbeat_wall(st: dict) -> float:
-    return datetime.fromisoformat(st["heartbeat_at"].replace("Z", "+00:00")).timestamp()

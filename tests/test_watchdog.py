@@ -350,7 +350,7 @@ def test_start_all_watchdog_restarts_killed_training_daemon_and_stop_all_cleans_
         first = int((base_dir / ".pids" / "training_daemon.pid").read_text())
         pids.add(first)
         wait_for(lambda: _program(base_dir, "training_daemon").get("state") == "RUNNING", 60, "daemon RUNNING")
-        os.killpg(first, signal.SIGKILL)  # the daemon and its warm trainer child
+        os.kill(first, signal.SIGKILL)  # its warm trainer child dies with it (PR_SET_PDEATHSIG)
         second = wait_for(lambda: (_program(base_dir, "training_daemon").get("pid") or first) != first
                           and _program(base_dir, "training_daemon")["pid"], 60, "daemon restarted")
         pids.add(second)

@@ -29,13 +29,11 @@ from typing import Callable
 
 import click
 
+from core.daemon.context import LOCK_NAME, STATUS_NAME
 from core.daemon.control_flags import clear_flag, write_flag
 from foundation.paths import Paths
 from foundation.single_instance import running_pid
 from foundation.status_io import parse_iso, read_status
-
-LOCK_NAME = "training_daemon"
-STATUS_NAME = "training_status"
 
 
 def _paths(base_dir: str | None) -> Paths:

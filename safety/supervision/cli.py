@@ -142,3 +142,26 @@ def reset_command(name: str, base_dir: str | None, wait: float) -> None:
                                    f"see logs/watchdog.out); the request stays and is taken at its next pass")
     state = ((read_status(paths.status_file(STATUS_NAME)) or {}).get("programs") or {}).get(name, {}).get("state")
     click.echo(f"{name}: reset taken by the watchdog (now {state})")
+
+
+@watchdog_group.command("wait")
+@_base_opt
+@click.option("--timeout", type=click.FloatRange(min=0), default=120.0, show_default=True)
+@click.option("--verb", default="started", show_default=True, help="Word printed for a program that is up.")
+def wait_command(base_dir: str | None, timeout: float, verb: str) -> None:
+    """Wait until every supervised program is up (exit 1 when one is FATAL or the time is up)."""
+    from safety.supervision.lifecycle import wait_started
+    if not wait_started(Paths.from_base(base_dir), timeout, verb, click.echo):
+        sys.exit(1)
+
+
+@watchdog_group.command("stop")
+@_base_opt
+@click.option("--timeout", type=click.FloatRange(min=1), default=330.0, show_default=True,
+              help="Seconds each program may take to stop (the training daemon checkpoints first).")
+@click.option("--kill", is_flag=True, help="SIGKILL what is still running after the timeout.")
+def stop_command(base_dir: str | None, timeout: float, kill: bool) -> None:
+    """Stop the watchdog (which stops its programs cleanly), then anything of ours still running."""
+    from safety.supervision.lifecycle import stop_all
+    if not stop_all(Paths.from_base(base_dir), timeout, kill, click.echo):
+        sys.exit(1)

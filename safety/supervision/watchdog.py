@@ -6,7 +6,7 @@ status/watchdog.json (documented in ARCHITECTURE.md, "Watchdog status"):
   started_at, interval, policy {RestartPolicy fields},
   programs: {name: {state, pid, owned, restarts, consecutive_failures, failures_in_window,
                     failure_times, started_at, healthy, health, last_exit {code, signal, reason, at},
-                    backoff_until, fatal_reason, last_log_lines, log_file, command}}
+                    backoff_until, fatal_reason, last_log_lines, log_file, pid_file, command}}
 
 Reset while the watchdog runs: ``trainctl watchdog reset NAME`` writes
 ``control/watchdog_reset.<NAME>.json``; the next pass clears the program's failures (a FATAL one is
@@ -187,6 +187,7 @@ class Watchdog:
             "health": m.health_detail, "last_exit": exit_, "backoff_until": _iso(m.backoff_until),
             "fatal_reason": m.fatal_reason, "last_log_lines": m.last_log_lines,
             "log_file": str(log_path(self.paths, name)),
+            "pid_file": str(self.paths.pids / spec.pid_file) if spec.pid_file else None,
             "command": spec.command(self.paths.base, self.ops.python),
         }
 

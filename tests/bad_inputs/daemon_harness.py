@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+from foundation.status_io import parse_iso
 from tests.helpers.waiting import wait_for  # noqa: F401 - re-exported for the daemon tests
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,3 +112,8 @@ class StatusPoller:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._t.join(5)
+
+
+def heartbeat_wall(st: dict) -> float:
+    """The daemon's ``heartbeat_at`` as a Unix time: the daemon's own clock, for waiting on elapsed time."""
+    return parse_iso(st["heartbeat_at"]).timestamp()

@@ -1,6 +1,7 @@
 """What is in a training file, measured the way the trainer will see it.
 
-    from trainer.data.analysis import AnalysisSettings, analyze_paths, load_trained_index
+    from trainer.data.analysis import AnalysisSettings, analyze_paths
+    from trainer.data.trained_files import load_trained_index
     report = analyze_paths([Path("inbox/x.jsonl")], tokenizer, AnalysisSettings(max_length=512),
                            trained=load_trained_index(base_dir))
 
@@ -21,14 +22,10 @@ file is still analysed. Exact duplicates are dropped before tokenizing when
 Memory is bounded by what is counted, not by the file: lengths are kept as a Counter of values,
 exact duplicates as 8-byte digests, near duplicates in an index capped at ``near_capacity``.
 
-Against what was trained: the model_db records trained files by name (``files.source_file``)
-and job id, not by content, so the comparison reads the trained files still present in
-``queue/recently_completed/`` (matched to the registry through their ``.result.json``); the
-report names the trained files that are no longer there.
+Against what was trained: ``trainer.data.trained_files``.
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,7 +35,8 @@ from typing import Any, Iterable
 from trainer.data.analysis_checks import (answer_balance, histogram, percentiles, record_texts,
                                           syllo_template, text_anomalies)
 from trainer.data.near_dupes import NearDupIndex, example_text
-from trainer.data.records import RecordError, content_key, detect_format, is_chat, normalize_record
+from trainer.data.records import RecordError, detect_format, is_chat, normalize_record
+from trainer.data.trained_files import TrainedIndex, digest
 from trainer.data.validator import BLANK, iter_raw_lines, parse_line
 
 _MAX_SYSTEM_PROMPTS = 1000  # distinct prompts counted one by one; more are lumped together
@@ -63,93 +61,6 @@ class AnalysisSettings:
     near_capacity: int = 100_000
     max_listed: int = 20
     """Errors, duplicates and anomalies listed per file (all are counted)."""
-
-
-def _digest(record: dict) -> int:
-    return int.from_bytes(hashlib.blake2b(content_key(record).encode("utf-8"), digest_size=8).digest(), "big")
-
-
-def _records(path: Path, max_line_bytes: int) -> Iterable[tuple[int, dict]]:
-    """(line, normalized record) of every valid line (the rest is skipped)."""
-    with open(path, "rb") as f:
-        for n, raw in iter_raw_lines(f, max_line_bytes):
-            if raw is None:
-                continue
-            obj, issue = parse_line(n, raw)
-            if issue is None and obj is not BLANK:
-                try:
-                    yield n, normalize_record(obj)
-                except RecordError:
-                    continue
-
-
-# ---------------------------------------------------------------- trained files
-@dataclass
-class TrainedIndex:
-    """Content of the trained files still on disk: exact digests and near-duplicate signatures."""
-
-    near: NearDupIndex
-    exact: dict[int, tuple[str, int]] = field(default_factory=dict)
-    files: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    note: str = ""
-
-    def add_file(self, path: Path, name: str, max_line_bytes: int = 10_000_000) -> None:
-        for n, rec in _records(path, max_line_bytes):
-            d = _digest(rec)
-            if d in self.exact:
-                continue
-            self.exact[d] = (name, n)
-            self.near.add((name, n), self.near.signature(example_text(rec)))
-        self.files.append(name)
-
-    def summary(self) -> dict:
-        return {"compared_files": self.files, "missing_files": self.missing, "examples": len(self.exact),
-                "near_index_full": self.near.full, "note": self.note}
-
-
-def load_trained_index(base_dir: str | Path | None, *, exclude: Iterable[Path] = (),
-                       settings: AnalysisSettings | None = None) -> TrainedIndex:
-    """The trained files (model_db rows with status completed) still present in
-    ``queue/recently_completed/``; without a registry, every data file there. ``exclude``: files
-    being analysed (a trained file analysed again is not its own duplicate)."""
-    from foundation.atomic_io import read_json
-    from foundation.model_db import ModelDB
-    from foundation.paths import Paths
-    s = settings or AnalysisSettings()
-    paths = Paths.from_base(base_dir)
-    idx = TrainedIndex(near=NearDupIndex(threshold=s.near_threshold, capacity=s.near_capacity))
-    skip = {Path(p).resolve() for p in exclude}
-    present: dict[str, Path] = {}  # job id or original name -> data file in recently_completed/
-    for side in sorted(paths.completed.glob("*.result.json")):
-        doc = read_json(side) or {}
-        data = paths.completed / str(doc.get("file") or side.name[:-len(".result.json")] + ".jsonl")
-        if data.is_file():
-            for k in (doc.get("job_id"), doc.get("original_name")):
-                if k:
-                    present.setdefault(str(k), data)
-    if paths.model_db.exists():
-        rows = [r for r in ModelDB(paths.model_db, base_dir=paths.base).list_files() if r["status"] == "completed"]
-        idx.note = ("model_db records trained files by name only; compared with the ones still in "
-                    "queue/recently_completed/")
-        wanted = []
-        for r in rows:
-            data = present.get(str(r.get("job_id") or "")) or present.get(r["source_file"])
-            if data is None:
-                idx.missing.append(r["source_file"])
-            else:
-                wanted.append(data)
-    else:
-        idx.note = "no model_db: compared with every data file in queue/recently_completed/"
-        wanted = sorted(p for p in paths.completed.glob("*.jsonl") if p.is_file())
-    done: set[Path] = set()
-    for data in wanted:
-        rp = data.resolve()
-        if rp in done or rp in skip:
-            continue
-        done.add(rp)
-        idx.add_file(data, data.name, s.max_line_bytes)
-    return idx
 
 
 # ---------------------------------------------------------------- accumulation
@@ -338,7 +249,7 @@ class _FileAnalysis:
 
     def duplicates(self, n: int, rec: dict) -> bool:
         """Count duplicates; True when the record is an exact copy of an earlier line of this file."""
-        d = _digest(rec)
+        d = digest(rec)
         first = self.seen.get(d)
         if first is not None:
             self.dupe(n, "exact_within", f"line {first}")
@@ -441,5 +352,4 @@ def analyze_paths(paths: Iterable[str | Path], tokenizer, settings: AnalysisSett
                          "tokenizer": getattr(tokenizer, "name_or_path", None)}}
 
 
-__all__ = ["AnalysisError", "AnalysisSettings", "FileStats", "TrainedIndex", "analyze_file", "analyze_paths",
-           "collect_files", "load_trained_index"]
+__all__ = ["AnalysisError", "AnalysisSettings", "FileStats", "analyze_file", "analyze_paths", "collect_files"]

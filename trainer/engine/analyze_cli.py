@@ -48,8 +48,9 @@ def run(paths: list[Path], *, as_json: bool = False, plot: Path | None = None, m
         no_model: bool = False, max_length: int | None = None, policy: str | None = None,
         trained: bool = True, base_dir: str | None = None, progress: bool | None = None) -> int:
     """The command's body (also callable from Python): returns the exit code."""
-    from trainer.data.analysis import AnalysisError, analyze_paths, collect_files, load_trained_index
+    from trainer.data.analysis import AnalysisError, analyze_paths, collect_files
     from trainer.data.analysis_report import render_text, write_plot
+    from trainer.data.trained_files import load_trained_index
     settings, model_path, note = _settings(base_dir, max_length, policy)
     if note:
         click.echo(f"note: {note}", err=True)
@@ -66,7 +67,9 @@ def run(paths: list[Path], *, as_json: bool = False, plot: Path | None = None, m
                    "token figures are not measured", err=True)
     try:
         files = [f for p in paths for f in collect_files(p)]
-        index = load_trained_index(base_dir, exclude=files, settings=settings) if trained else None
+        index = (load_trained_index(base_dir, exclude=files, near_threshold=settings.near_threshold,
+                                    near_capacity=settings.near_capacity, max_line_bytes=settings.max_line_bytes)
+                 if trained else None)
         report = analyze_paths(files, tokenizer, settings, trained=index, progress=progress)
     except AnalysisError as e:
         raise click.ClickException(str(e))

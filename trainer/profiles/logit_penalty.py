@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from transformers.generation.logits_process import LogitsProcessor
 
-from trainer.profiles.generation import find_stop
+from trainer.profiles.generation import eos_token_ids as generation_eos_ids, find_stop
 from trainer.profiles.penalty_schedule import Window, parse_schedule, schedule_multiplier
 
 __all__ = ["TokenPenaltyProcessor", "PostStopPenaltyProcessor", "EOSRewardProcessor",
@@ -60,7 +60,7 @@ def _check_vocab(ids: Sequence[int], scores: torch.Tensor, name: str) -> None:
 
 def _eos_ids(eos_token_ids: int | Iterable[int] | None, tokenizer: Any, name: str) -> list[int]:
     if eos_token_ids is None and tokenizer is not None:
-        eos_token_ids = getattr(tokenizer, "eos_token_id", None)
+        eos_token_ids = generation_eos_ids(None, tokenizer) or None  # processors see no model config
     if eos_token_ids is None:
         raise ValueError(f"{name}: no EOS token id (pass eos_token_ids or a tokenizer with eos_token_id)")
     ids = _id_list(eos_token_ids, f"{name} eos_token_ids")

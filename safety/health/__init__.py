@@ -1,0 +1,1 @@
+"""The comprehensive health check: processes, status files, queue, inference, resources, config, model."""
