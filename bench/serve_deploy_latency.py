@@ -11,9 +11,9 @@ Runs the real pieces as separate processes on the tiny model, as in production:
 
 ``--n`` times: a new checkpoint is written the way the trainer writes one (model files in a temp
 folder renamed to ``models/checkpoints/<job>/step-XXXXXXXX/``, checkpoint_info.json complete) and
-the clock starts once it is in place. Stages timed from there: ``evaluated`` (the automated testing
-status names it as its last result), ``ranked`` (it tops ``model_comparisons.json``) and ``served``
-(``/models/info`` reports its global step). Every checkpoint holds the same weights as the base
+the clock starts once it is in place. Stages timed from there: ``picked_up`` (the automated
+testing status names it as being evaluated: the scan interval's share), ``ranked`` (evaluated, and
+it tops ``model_comparisons.json``) and ``served`` (``/models/info`` reports its global step). Every checkpoint holds the same weights as the base
 model, so the scores tie and the comparison's documented tie-break (newer global step first) puts
 each new one on top; what is timed is the pipeline, not whether the model improved.
 
@@ -98,16 +98,17 @@ def measure(strategy: str, model_dir: Path, root: Path, a: argparse.Namespace) -
                 while "served" not in stages:
                     now = time.monotonic() - t0
                     if strategy == "best_ranked":
-                        last = read(status / "automated_testing.json").get("last_result") or {}
-                        if "evaluated" not in stages and last.get("global_step") == step:
-                            stages["evaluated"] = now
+                        tester = read(status / "automated_testing.json")
+                        seen = {(tester.get(k) or {}).get("global_step") for k in ("current", "last_result")}
+                        if "picked_up" not in stages and step in seen:
+                            stages["picked_up"] = now
                         best = read(status / "model_comparisons.json").get("best") or {}
                         if "ranked" not in stages and best.get("global_step") == step:
                             stages["ranked"] = now
                     if httpx.get(srv.url + "/models/info", timeout=30).json().get("global_step") == step:
                         stages["served"] = time.monotonic() - t0
                         if strategy == "best_ranked":  # an earlier stage this poll missed ended by now
-                            stages = {"evaluated": stages.get("evaluated", stages["served"]),
+                            stages = {"picked_up": stages.get("picked_up", stages["served"]),
                                       "ranked": stages.get("ranked", stages["served"]), "served": stages["served"]}
                     check_alive(sidecars, base)
                     if now > a.timeout:

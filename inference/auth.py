@@ -1,8 +1,9 @@
 """Bearer-key checks: a read key for the API, an admin key for ``/models/reload``.
 
 With no read key configured the API is open (the server then binds only to loopback, see
-``settings.check_bind_safety``); the admin key defaults to the read key. Keys are compared in
-constant time.
+``settings.check_bind_safety``). A read key never opens an admin endpoint: with a read key but no
+admin key, admin endpoints are disabled; with neither, the loopback-only server is open. Keys are
+compared in constant time.
 """
 from __future__ import annotations
 
@@ -37,11 +38,14 @@ def require_read(settings: ServerSettings, request: Request) -> None:
 
 
 def require_admin(settings: ServerSettings, request: Request) -> None:
-    key = settings.admin_api_key or settings.api_key
-    if not key:
-        return
+    if not settings.admin_api_key:
+        if not settings.api_key:
+            return  # open, loopback-only server
+        raise APIError(403, "admin endpoints are disabled: a read key is set but no admin key (set "
+                       "inference.admin_api_key, inference.admin_api_key_file or $INFERENCE_ADMIN_KEY)",
+                       PERMISSION, None, "admin_key_not_configured")
     token = bearer_token(request)
-    if _matches(token, key):
+    if _matches(token, settings.admin_api_key):
         return
     if token is not None and _matches(token, settings.api_key):
         raise APIError(403, "this endpoint needs the admin API key", PERMISSION, None, "admin_key_required")

@@ -41,14 +41,15 @@ class ServerSettings:
     @classmethod
     def from_config(cls, base_dir: str | Path | None = None, environ: dict | None = None, **overrides: Any
                     ) -> "ServerSettings":
+        from trainer.config.keys import resolve_inference_keys
         from trainer.config.loader import load_config
         environ = os.environ if environ is None else environ
         paths = Paths.from_base(base_dir)
         cfg = load_config(base_dir=paths.base, environ=environ)
         inf = cfg.inference
+        keys = resolve_inference_keys(cfg, paths.base, environ)  # environment > key file > config value
         s = cls(base_dir=paths.base, host=inf.host, port=inf.port,
-                api_key=environ.get("INFERENCE_API_KEY") or inf.api_key,
-                admin_api_key=environ.get("INFERENCE_ADMIN_KEY") or inf.admin_api_key,
+                api_key=keys.api_key, admin_api_key=keys.admin_api_key,
                 device=inf.device, max_batch_size=inf.max_batch_size, max_queue=inf.max_queue,
                 batch_wait_ms=inf.batch_wait_ms, default_max_tokens=inf.default_max_tokens,
                 model_dir=inf.model_dir, model_id=cfg.model.model_name, profile_name=cfg.profile.name,
@@ -77,5 +78,5 @@ def check_bind_safety(settings: ServerSettings) -> None:
     if not is_loopback(settings.host) and not (settings.api_key and settings.admin_api_key):
         raise ValueError(
             f"refusing to bind {settings.host!r} (not a loopback address) without API keys: set "
-            "inference.api_key and inference.admin_api_key in config.json or $INFERENCE_API_KEY and "
+            "inference.api_key and inference.admin_api_key (or inference.*_api_key_file) in config.json or $INFERENCE_API_KEY and "
             "$INFERENCE_ADMIN_KEY")

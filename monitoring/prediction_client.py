@@ -77,10 +77,12 @@ class PredictionClient:
 
     @classmethod
     def from_config(cls, base_dir: str | os.PathLike | None = None, **kwargs: Any) -> "PredictionClient":
+        from trainer.config.keys import resolve_inference_keys
         from trainer.config.loader import load_config
         cfg = load_config(base_dir=base_dir)
-        kwargs.setdefault("api_key", os.environ.get("INFERENCE_API_KEY") or cfg.inference.api_key or None)
-        kwargs.setdefault("admin_key", os.environ.get("INFERENCE_ADMIN_KEY") or cfg.inference.admin_api_key or None)
+        keys = resolve_inference_keys(cfg, base_dir)  # environment > key file > config value
+        kwargs.setdefault("api_key", keys.api_key or None)
+        kwargs.setdefault("admin_key", keys.admin_api_key or None)
         kwargs.setdefault("timeout", cfg.deployment.request_timeout)
         return cls(default_url(base_dir), **kwargs)
 
@@ -95,7 +97,8 @@ class PredictionClient:
 
     # ------------------------------------------------------------------ plumbing
     def _headers(self, admin: bool) -> dict:
-        key = (self.admin_key or self.api_key) if admin else (self.api_key or self.admin_key)
+        # A read key never opens an admin endpoint, so admin calls send only the admin key.
+        key = self.admin_key if admin else (self.api_key or self.admin_key)
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def _request(self, method: str, path: str, *, admin: bool = False, json_body: Any = None,

@@ -216,3 +216,23 @@ def test_cli_json_plot_and_errors(base_dir, tmp_path):
 
     p = _cli(str(tmp_path / "missing.jsonl"), base_dir=base_dir)
     assert p.returncode == 1 and "missing.jsonl: file does not exist" in p.stderr
+
+
+def test_near_index_capacity_bounds_memory():
+    idx = NearDupIndex(capacity=2)
+    assert idx.add(1, idx.signature("one two three four")) and idx.add(2, idx.signature("five six seven eight"))
+    assert not idx.add(3, idx.signature("nine ten eleven twelve")) and idx.full and len(idx) == 2
+
+
+def test_encoding_anomalies(tmp_path):
+    raw = ("\ufeff" + json.dumps(chat("caf\u00c3\u00a9 au lait", "zero\u200bwidth"), ensure_ascii=False) + "\r\n"
+           + json.dumps(chat("broken \ud83d escape", "replacement \ufffd here")) + "\r\n")
+    path = tmp_path / "enc.jsonl"
+    path.write_bytes(raw.encode("utf-8"))
+    r = analyze_paths([path], None, AnalysisSettings(), progress=False)["files"][0]
+    assert r["ok"] and r["examples"] == 2
+    assert r["anomalies"]["counts"] == {"bom": 1, "crlf": 2, "mojibake": 1, "zero_width": 1, "lone_surrogate": 1,
+                                        "replacement_char": 1}
+    assert {(x["line"], x["kind"]) for x in r["anomalies"]["examples"]} == {
+        (1, "bom"), (1, "mojibake"), (1, "zero_width"), (2, "lone_surrogate"), (2, "replacement_char")}
+    assert r["tokens"]["tokenized"] == 0  # no tokenizer: token figures are not measured

@@ -54,8 +54,8 @@ def registry(base_dir):
     # fixes.jsonl came from queue/corrections/; batch.jsonl was renamed on arrival and holds syllo data
     write_jsonl(paths.completed / "fixes.jsonl", [{"messages": [{"role": "user", "content": "q"},
                                                                 {"role": "assistant", "content": "a"}]}])
-    atomic_write_json(paths.completed / "fixes.result.json", {"job_id": "j4", "file": "fixes.jsonl",
-                                                               "original_name": "fixes.jsonl", "priority": "corrections"})
+    atomic_write_json(paths.completed / "fixes.result.json",
+                      {"job_id": "j4", "file": "fixes.jsonl", "original_name": "fixes.jsonl", "priority": "corrections"})
     write_jsonl(paths.completed / "batch-2.jsonl", [{"messages": [{"role": "user", "content": "q"},
                                                                   {"role": "assistant", "content": "a"}],
                                                      "metadata": {"source": "syllo", "difficulty": "easy"}}])

@@ -7,6 +7,7 @@ own; the others share one module server through ``loaded``, which (re)loads v-a 
 from __future__ import annotations
 
 import asyncio
+import json
 import concurrent.futures as cf
 import os
 import subprocess
@@ -198,3 +199,30 @@ def test_non_loopback_bind_without_keys_refuses_to_start(tmp_path, tiny_model_di
                        text=True, timeout=120)
     assert p.returncode != 0
     assert "refusing to bind '0.0.0.0'" in p.stderr
+
+
+def test_a_read_key_never_opens_admin_endpoints(tmp_path, tiny_model_dir):
+    """A read key and no admin key: reload is disabled (403), not opened to the read key; a key
+    file that others can read is refused at start with a message naming the key and the file."""
+    base = make_base_dir(tmp_path / "base", tiny_model_dir)
+    deploy_version(tiny_model_dir, base, "v-a", global_step=100)
+    key_file = tmp_path / "read.key"
+    key_file.write_text(READ_KEY + "\n")
+    key_file.chmod(0o600)
+    cfg = json.loads((base / "config.json").read_text())
+    cfg.setdefault("inference", {})["api_key_file"] = str(key_file)
+    (base / "config.json").write_text(json.dumps(cfg))
+    env = {"INFERENCE_API_KEY": "", "INFERENCE_ADMIN_KEY": ""}
+    with ServerProcess(base, "--no-base-fallback", env=env) as srv:
+        srv.wait_ready(need_model=False)
+        assert httpx.get(srv.url + "/models/info", headers={}).status_code == 401  # the file's key is enforced
+        r = reload(srv, {"version": "v-a"}, headers=READ)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "admin_key_not_configured"
+        assert reload(srv, {"version": "v-a"}, headers={}).status_code == 403
+    key_file.chmod(0o644)
+    srv = ServerProcess(base, "--no-base-fallback", env=env)
+    try:
+        assert srv.proc.wait(timeout=120) != 0
+        assert "inference.api_key" in srv.log() and str(key_file) in srv.log()
+    finally:
+        srv.stop()

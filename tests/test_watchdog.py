@@ -203,6 +203,35 @@ def test_hung_program_is_stopped_killed_after_timeout_and_restarted():
     assert m.tick() == State.BACKOFF and m.last_exit["reason"].startswith("hung")
 
 
+def test_clean_exit_stays_down_unless_restart_always():
+    clock, world = FakeClock(), FakeWorld()
+    m = machine(clock, world)
+    m.tick()
+    clock.advance(1)
+    m.tick()
+    world.current.alive = False
+    world.probe = lambda p: Observation(p.alive, healthy=True, exit={"code": 0, "signal": None, "reason": "exited with code 0"})
+    m.probe = world.probe
+    assert m.tick() == State.EXITED and m.failures == []
+    clock.advance(3600)
+    assert m.tick() == State.EXITED and len(world.procs) == 1, "asked to stop (trainctl stop): not restarted"
+    m.reset()
+    assert m.tick() == State.STARTING and len(world.procs) == 2
+
+    m.restart_clean_exit = True
+    clock.advance(1)
+    m.tick()
+    world.current.alive = False
+    assert m.tick() == State.BACKOFF, "restart: always"
+
+    # exiting 0 before startsecs is a failed start, whatever the restart setting
+    m.restart_clean_exit = False
+    clock.advance(m.backoff_until - clock())
+    m.tick()
+    world.current.alive = False
+    assert m.tick() == State.BACKOFF and m.consecutive_failures == 2
+
+
 def test_request_stop_is_not_a_failure():
     clock, world = FakeClock(), FakeWorld()
     m = machine(clock, world)

@@ -78,10 +78,11 @@ def _eval_index(db: ModelDB) -> dict[str, dict[str, dict]]:
 
 
 def _point(ck: dict, ev: dict | None) -> dict:
+    by = {} if ev is None else {k: (v or {}).get("accuracy") for k, v in ev["by_difficulty"].items()}
     return {"checkpoint": ck["path"], "global_step": ck["global_step"],
             "suite_version": None if ev is None else ev["suite_version"],
             "accuracy": None if ev is None else ev["accuracy"],
-            "by_difficulty": {} if ev is None else {k: (v or {}).get("accuracy") for k, v in ev["by_difficulty"].items()},
+            "by_difficulty": by,
             "validation_loss": None if ev is None else ev["validation_loss"],
             "trainer_validation_loss": ck.get("validation_loss"),
             "evaluated_at": None if ev is None else ev["evaluated_at"]}

@@ -3,7 +3,6 @@
 record it against the checkpoint the server reports."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -59,8 +58,9 @@ def make_client(cfg, base_dir):
     """The prediction client for config ``evaluation.server_url`` (else the configured server)."""
     from monitoring.prediction_client import PredictionClient
     if cfg.evaluation.server_url:
+        from trainer.config.keys import resolve_inference_keys
         return PredictionClient(cfg.evaluation.server_url,
-                                api_key=os.environ.get("INFERENCE_API_KEY") or cfg.inference.api_key or None)
+                                api_key=resolve_inference_keys(cfg, base_dir).api_key or None)
     return PredictionClient.from_config(base_dir)
 
 

@@ -91,6 +91,10 @@ def check_processes(paths: Paths, docs: dict[str, dict], stale_after: float, now
                                     f"read logs/{spec.name}.out (last: {' | '.join(tail) or 'empty'}), fix the "
                                     f"cause, then: trainctl watchdog reset {spec.name}", {"watchdog": wd.get("state")}))
             continue
+        if wd.get("state") == "EXITED":
+            findings.append(Finding(check, down, f"{spec.name} was stopped by request (exit code 0); the watchdog "
+                                    "keeps it down", f"to start it again: trainctl watchdog reset {spec.name}"))
+            continue
         pid = read_pid(paths.pids / spec.pid_file) if spec.pid_file else None
         doc = docs.get(spec.status_file or "", {})
         if not pid_alive(pid):

@@ -47,6 +47,12 @@ def wait_started(paths: Paths, timeout: float, verb: str, echo: Echo, poll: floa
                      f"output: {p.get('log_file')}")
             elif state == "FATAL":
                 fatal.append(name)
+            elif state == "EXITED" and name not in reported:
+                reported.add(name)
+                echo(f"{_label(name)} stopped by request (exit code 0); to start it again: "
+                     f"trainctl watchdog reset {name}")
+            elif state == "EXITED":
+                pass
             elif not up:
                 pending.append(name)
         if programs and not pending and not fatal:

@@ -42,6 +42,9 @@ class ProgramSpec:
     """Seconds after a start during which a missing heartbeat is not held against it (model loading)."""
     stop_timeout: float = 30.0
     """SIGTERM, then SIGKILL to its process group after this many seconds."""
+    restart: str = "on-failure"
+    """``on-failure``: an exit with code 0 (asked to stop: ``trainctl stop``, SIGTERM) stays down (EXITED)
+    until ``trainctl watchdog reset NAME``; ``always``: restarted whatever the exit code."""
     optional: bool = False
     """Skipped while the script (first ``{repo}/...`` argument) does not exist."""
     match: str | None = None
@@ -71,6 +74,8 @@ class ProgramSpec:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"program {d.get('name')!r}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        if d.get("restart", "on-failure") not in ("on-failure", "always"):
+            raise ValueError(f"program {d.get('name')!r}: restart must be 'on-failure' or 'always'")
         if not d.get("name") or not d.get("argv"):
             raise ValueError(f"a program needs 'name' and 'argv': {d!r}")
         return cls(**{**d, "argv": tuple(d["argv"])})

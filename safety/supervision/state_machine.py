@@ -7,6 +7,8 @@ back-off, Kubernetes CrashLoopBackOff):
     RUNNING --unhealthy (stale heartbeat)--> STOPPING --died--> BACKOFF (counted as a failure: "hung")
     any death that makes max_failures within failure_window --> FATAL (no restarts until reset())
     request_stop(): STARTING/RUNNING/BACKOFF --> STOPPING --died--> STOPPED (not a failure)
+    RUNNING --exit code 0, restart "on-failure"--> EXITED (asked to stop, e.g. `trainctl stop`: stays
+    down, like systemd's Restart=on-failure; reset() starts it again)
 
 Back-off: initial * factor**(n-1) for the n-th consecutive failure, times a jitter factor in
 [1 - jitter, 1 + jitter] (so programs that died together do not restart in lock-step), capped.
@@ -32,6 +34,7 @@ class State(str, Enum):
     RUNNING = "RUNNING"
     BACKOFF = "BACKOFF"
     STOPPING = "STOPPING"
+    EXITED = "EXITED"
     FATAL = "FATAL"
 
 
@@ -104,6 +107,8 @@ class Machine:
     kill: Callable[[Handle], None] = lambda h: None
     """Forced stop (SIGKILL to the process group)."""
     stop_timeout: float = 30.0
+    restart_clean_exit: bool = False
+    """Restart after exit code 0 too (systemd Restart=always); False: a clean exit stays EXITED."""
     log_tail: Callable[[], list[str]] = list
     rng: Callable[[float, float], float] = random.uniform
 
@@ -131,7 +136,7 @@ class Machine:
             if self.state == State.STOPPED or now >= (self.backoff_until or 0):
                 self._start(now)
             return self.state
-        if self.state == State.FATAL or self.handle is None:
+        if self.state in (State.FATAL, State.EXITED) or self.handle is None:
             return self.state
         obs = self.probe(self.handle)
         self.health_detail = obs.detail
@@ -164,17 +169,17 @@ class Machine:
             self._begin_stop(self.clock(), "shutdown")
         elif self.state == State.STOPPING:
             self.stop_reason = "shutdown"
-        elif self.state in (State.BACKOFF, State.STOPPED):
+        elif self.state in (State.BACKOFF, State.STOPPED, State.EXITED):
             self.state = State.STOPPED
             self.backoff_until = None
 
     def reset(self) -> bool:
-        """``trainctl watchdog reset NAME``: forget the failures; a FATAL program is started again."""
+        """``trainctl watchdog reset NAME``: forget the failures; a FATAL (or EXITED) program is started again."""
         was_fatal = self.state == State.FATAL
         self.consecutive_failures = 0
         self.failures.clear()
         self.fatal_reason = None
-        if self.state in (State.FATAL, State.BACKOFF):
+        if self.state in (State.FATAL, State.BACKOFF, State.EXITED):
             self.state = State.STOPPED
             self.backoff_until = None
         return was_fatal
@@ -208,7 +213,13 @@ class Machine:
             self.last_exit = {**exit_info, "at": now}
             self.state, self.stop_reason = State.STOPPED, None
             return
+        clean = self.stop_reason is None and exit_info.get("code") == 0 and self.state == State.RUNNING
         self.stop_reason = None
+        if clean and not self.restart_clean_exit:
+            self.last_exit = {**exit_info, "at": now}
+            self.last_log_lines = list(self.log_tail())
+            self.state = State.EXITED
+            return
         self._failure(now, exit_info)
 
     def _failure(self, now: float, exit_info: dict[str, Any]) -> None:

@@ -83,7 +83,8 @@ class Watchdog:
 
         return Machine(name, self.policy, self.clock, spawn=spawn,
                        probe=lambda h: self.ops.probe(spec, h), terminate=self.ops.terminate, kill=self.ops.kill,
-                       stop_timeout=spec.stop_timeout, log_tail=lambda: log_tail(log_path(self.paths, name)))
+                       stop_timeout=spec.stop_timeout, restart_clean_exit=spec.restart == "always",
+                       log_tail=lambda: log_tail(log_path(self.paths, name)))
 
     def _restore(self, m: Machine, prior: dict) -> None:
         """Carry the failure history and FATAL over from the previous watchdog's status file."""
@@ -98,6 +99,8 @@ class Watchdog:
         m.consecutive_failures = int(prior.get("consecutive_failures") or 0)
         if prior.get("state") == State.FATAL.value:
             m.state, m.fatal_reason = State.FATAL, prior.get("fatal_reason")
+        elif prior.get("state") == State.EXITED.value:
+            m.state = State.EXITED
         elif prior.get("state") == State.BACKOFF.value and _epoch(prior.get("backoff_until")):
             m.state, m.backoff_until = State.BACKOFF, _epoch(prior.get("backoff_until"))
 
@@ -165,6 +168,8 @@ class Watchdog:
             extra = f" after {(m.last_exit or {}).get('reason')}; restart in {(m.backoff_until or 0) - self.clock():.1f}s"
         elif m.state == State.FATAL:
             extra = f": {m.fatal_reason}; `trainctl watchdog reset {name}` to try again"
+        elif m.state == State.EXITED:
+            extra = f" (exit code 0: asked to stop; `trainctl watchdog reset {name}` starts it again)"
         elif m.state == State.STOPPING:
             extra = f" ({m.stop_reason}: {m.health_detail})"
         (log.error if m.state == State.FATAL else log.info)("%s: %s -> %s%s", name, before.value if before else "-",

@@ -83,7 +83,8 @@ def render_section(r: dict) -> list[str]:
         lines.append(f"  line {x['line']}: {x['kind']}: {x['detail']}")
     sy = r["syllo"]
     if sy:
-        lines.append(f"syllo: {sy['examples']} examples; difficulty: {_mix(sy['difficulty'])}; kinds: {_mix(sy['kinds'])}")
+        lines.append(f"syllo: {sy['examples']} examples; difficulty: {_mix(sy['difficulty'])}; "
+                     f"kinds: {_mix(sy['kinds'])}")
         lines.append(f"  answer from wording alone: {_pct(sy['wording_guess_accuracy'])} right "
                      f"(majority baseline {_pct(sy['majority_baseline'])})")
         for row in sy["templates"]:

@@ -80,7 +80,9 @@ class NearDupIndex:
     def signature(self, text: str) -> np.ndarray:
         """MinHash signature (``num_perm`` uint32 values) of ``text``'s shingles."""
         sh = shingles(text, self.shingle_words)
-        x = np.fromiter((zlib.crc32(s.encode("utf-8")) % _MERSENNE for s in sh), dtype=np.uint64, count=len(sh))
+        # surrogatepass: a lone surrogate is an anomaly to report, not a reason to crash
+        x = np.fromiter((zlib.crc32(s.encode("utf-8", "surrogatepass")) % _MERSENNE for s in sh),
+                        dtype=np.uint64, count=len(sh))
         h = (np.outer(x, self._a) + self._b) % _MERSENNE  # (shingles, num_perm)
         return h.min(axis=0).astype(np.uint32)
 

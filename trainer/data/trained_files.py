@@ -18,7 +18,10 @@ from trainer.data.validator import BLANK, iter_raw_lines, parse_line
 
 
 def digest(record: dict) -> int:
-    return int.from_bytes(hashlib.blake2b(content_key(record).encode("utf-8"), digest_size=8).digest(), "big")
+    """An 8-byte content digest (``content_key``): what exact duplicates are found by."""
+    # surrogatepass: a lone surrogate is an anomaly to report, not a reason to crash
+    key = content_key(record).encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
 
 
 def _records(path: Path, max_line_bytes: int) -> Iterable[tuple[int, dict]]:

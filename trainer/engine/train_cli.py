@@ -89,7 +89,8 @@ def train_command(dataset, model_path, output, profile, system_prompt, max_steps
     elif status_file == "none":
         status_file = ""
     from trainer.engine.job import TrainJob
-    cfg_dict = config_to_dict(cfg)
+    from trainer.config.keys import redact_config
+    cfg_dict = redact_config(config_to_dict(cfg))  # a job spec never carries the inference keys
     cfg_dict["_base_dir"] = str(paths.base)
     job = TrainJob(dataset=str(Path(dataset).resolve()), output_dir=str(out.resolve()), model_path=model,
                    job_id=out.name, config=cfg_dict, global_step_start=global_step_start, resume=resume,
