@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from daemon_common import REPO, child_ready, drop, make_base, records, start_daemon, stop_daemon, wait_for, write_file  # noqa: E402
+from daemon_common import (REPO, child_ready, drop, make_base, records, result, start_daemon,  # noqa: E402
+                           stop_daemon, wait_for, write_file)
 
 
 def train_cli_run(base: Path, data: Path, steps: int, i: int) -> float:
@@ -46,7 +47,7 @@ def train_cli_run(base: Path, data: Path, steps: int, i: int) -> float:
     return wall
 
 
-def daemon_run(base: Path, recs: list[dict], i: int, timeout: float) -> float:
+def daemon_run(base: Path, recs: list[dict], steps: int, i: int, timeout: float) -> float:
     """Wall seconds from the drop into inbox/ to the file in queue/recently_completed/."""
     name = f"same-{i}.jsonl"
     done = base / "queue" / "recently_completed" / name
@@ -59,7 +60,11 @@ def daemon_run(base: Path, recs: list[dict], i: int, timeout: float) -> float:
         return done.exists()
 
     wait_for(finished, timeout, f"{name} in queue/recently_completed/", interval=0.02)
-    return time.time() - t0
+    wall = time.time() - t0
+    res = result(base, name) or {}
+    if res.get("steps") != steps:  # the file must really have been trained, step for step
+        raise RuntimeError(f"{name} completed with steps={res.get('steps')}, expected {steps}")
+    return wall
 
 
 def spread(xs: list[float]) -> str:
@@ -86,7 +91,7 @@ def main() -> int:
         for i in range(a.repeats):
             cli_s.append(train_cli_run(base, data, a.steps, i))
             print(f"  run {i} core/train.py {cli_s[-1]:.2f}s", flush=True)
-            daemon_s.append(daemon_run(base, recs, i, a.timeout))
+            daemon_s.append(daemon_run(base, recs, a.steps, i, a.timeout))
             print(f"  run {i} daemon        {daemon_s[-1]:.2f}s", flush=True)
             wait_for(lambda: child_ready(base), 300, "warm child ready again")  # untimed
     except (RuntimeError, TimeoutError) as e:

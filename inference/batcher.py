@@ -121,9 +121,6 @@ class Batcher:
     def active(self) -> int:
         return sum(len(b.rows) for b in list(self._batches.values()))
 
-    def engines_in_use(self) -> int:
-        return len(self._batches)
-
     # ------------------------------------------------------------------ loop
     def _run(self) -> None:
         import torch

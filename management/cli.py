@@ -12,7 +12,7 @@ import click
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# (command name, module, attribute). A module that does not exist yet is skipped.
+# (command name, module, attribute); tests/test_cli_root.py checks that every row resolves.
 COMMANDS: list[tuple[str, str, str]] = [
     ("config", "trainer.config.cli", "config_group"),
     ("model", "tools.models.cli", "model_group"),
@@ -37,19 +37,13 @@ COMMANDS: list[tuple[str, str, str]] = [
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [name for name, mod, _ in COMMANDS if _module_exists(mod)]
+        return [name for name, _, _ in COMMANDS]
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         for cmd_name, mod, attr in COMMANDS:
-            if cmd_name == name and _module_exists(mod):
-                cmd = getattr(importlib.import_module(mod), attr)
-                return cmd
+            if cmd_name == name:
+                return getattr(importlib.import_module(mod), attr)
         return None
-
-
-def _module_exists(mod: str) -> bool:
-    root = Path(__file__).resolve().parents[1]
-    return (root / (mod.replace(".", "/") + ".py")).exists()
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

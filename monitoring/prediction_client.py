@@ -128,12 +128,6 @@ class PredictionClient:
         """``{"status": "ok", ...}``; raises PredictionError (503) while no model is loaded."""
         return self._request("GET", "/health").json()
 
-    def is_ready(self) -> bool:
-        try:
-            return self.health().get("status") == "ok"
-        except PredictionError:
-            return False
-
     def is_reachable(self) -> bool:
         try:
             self._request("GET", "/health", ok=(200, 503))
@@ -170,9 +164,6 @@ class PredictionClient:
         if path is not None:
             body["path"] = path
         return self._request("POST", "/models/reload", admin=True, json_body=body, timeout=timeout).json()
-
-    def metrics_text(self) -> str:
-        return self._request("GET", "/metrics").text
 
     def chat(self, messages: list[dict] | str, *, max_tokens: int | None = None, temperature: float = 0.0,
              top_p: float | None = None, stop: list[str] | str | None = None, seed: int | None = None,

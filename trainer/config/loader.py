@@ -51,14 +51,6 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _sub_dataclass(cls: type, name: str) -> type | None:
-    for fl in dataclasses.fields(cls):
-        if fl.name == name:
-            t = _resolve_type(cls, fl)
-            return t if dataclasses.is_dataclass(t) else None
-    return None
-
-
 def _resolve_type(cls: type, fl: dataclasses.Field) -> Any:
     import typing
     hints = typing.get_type_hints(cls)

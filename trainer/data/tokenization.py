@@ -352,10 +352,6 @@ class TokenizedDataset(Dataset):
     def n_tokens(self) -> int:
         return sum(self.lengths)
 
-    @property
-    def n_label_tokens(self) -> int:
-        return sum(it["n_labels"] for it in self.items)
-
 
 def build_dataset(tokenizer, records: Iterable[dict], *, max_length: int, loss_on: str = "assistant",
                   overlong_policy: str = "truncate") -> TokenizedDataset:
