@@ -1,5 +1,5 @@
-"""Shared set-up for the daemon benchmarks: a throw-away base dir on the embedded tiny model, a
-daemon process started/stopped by PID, and drop/wait helpers. Not a benchmark itself."""
+"""Shared set-up for the benchmarks (mostly the daemon ones): a throw-away base dir on the embedded
+tiny model, a daemon process started/stopped by PID, and drop/wait/file helpers. Not a benchmark."""
 from __future__ import annotations
 
 import json

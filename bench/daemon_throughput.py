@@ -20,6 +20,7 @@ daemon/train.py of the medians (< 1 means the daemon is faster per file, e.g. th
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import subprocess
@@ -32,8 +33,13 @@ from daemon_common import (REPO, child_ready, drop, make_base, records, result, 
                            stop_daemon, wait_for, write_file)
 
 
-def train_cli_run(base: Path, data: Path, steps: int, i: int) -> float:
-    """Wall seconds of ``core/train.py`` on ``data`` with the base dir's config.json."""
+def train_seconds(res: dict) -> float:
+    return float((res.get("metrics") or {}).get("train_seconds") or "nan")
+
+
+def train_cli_run(base: Path, data: Path, steps: int, i: int) -> tuple[float, float]:
+    """(wall seconds, seconds inside trainer.train()) of ``core/train.py`` on ``data`` with the base
+    dir's config.json."""
     out = base.parent / f"train-cli-run-{i}"
     cmd = [sys.executable, str(REPO / "core" / "train.py"), "--dataset", str(data), "--output", str(out),
            "--max-steps", str(steps), "--base-dir", str(base),
@@ -44,11 +50,15 @@ def train_cli_run(base: Path, data: Path, steps: int, i: int) -> float:
     if proc.returncode != 0:
         raise RuntimeError(f"core/train.py exited with {proc.returncode}:\n{proc.stderr[-2000:]}")
     shutil.rmtree(out, ignore_errors=True)
-    return wall
+    res = json.loads(proc.stdout.strip().splitlines()[-1])  # the job result, the CLI's last line
+    if res.get("steps") != steps:
+        raise RuntimeError(f"core/train.py ran steps={res.get('steps')}, expected {steps}")
+    return wall, train_seconds(res)
 
 
-def daemon_run(base: Path, recs: list[dict], steps: int, i: int, timeout: float) -> float:
-    """Wall seconds from the drop into inbox/ to the file in queue/recently_completed/."""
+def daemon_run(base: Path, recs: list[dict], steps: int, i: int, timeout: float) -> tuple[float, float]:
+    """(wall seconds from the drop into inbox/ to the file in queue/recently_completed/, seconds
+    inside trainer.train())."""
     name = f"same-{i}.jsonl"
     done = base / "queue" / "recently_completed" / name
     failed = base / "queue" / "failed" / name
@@ -64,7 +74,7 @@ def daemon_run(base: Path, recs: list[dict], steps: int, i: int, timeout: float)
     res = result(base, name) or {}
     if res.get("steps") != steps:  # the file must really have been trained, step for step
         raise RuntimeError(f"{name} completed with steps={res.get('steps')}, expected {steps}")
-    return wall
+    return wall, train_seconds(res)
 
 
 def spread(xs: list[float]) -> str:
@@ -82,17 +92,17 @@ def main() -> int:
     recs = records(a.steps * a.batch, seed=7)
     data = base.parent / "same.jsonl"
     write_file(data, recs)
-    daemon_s: list[float] = []
-    cli_s: list[float] = []
+    daemon_s: list[tuple[float, float]] = []
+    cli_s: list[tuple[float, float]] = []
     print(f"daemon_throughput: {a.steps} steps x batch {a.batch}, {len(recs)} examples, {a.repeats} repeats", flush=True)
     proc = start_daemon(base)
     try:
         wait_for(lambda: child_ready(base), 300, "warm child ready")
         for i in range(a.repeats):
             cli_s.append(train_cli_run(base, data, a.steps, i))
-            print(f"  run {i} core/train.py {cli_s[-1]:.2f}s", flush=True)
+            print(f"  run {i} core/train.py {cli_s[-1][0]:.2f}s (train() {cli_s[-1][1]:.2f}s)", flush=True)
             daemon_s.append(daemon_run(base, recs, a.steps, i, a.timeout))
-            print(f"  run {i} daemon        {daemon_s[-1]:.2f}s", flush=True)
+            print(f"  run {i} daemon        {daemon_s[-1][0]:.2f}s (train() {daemon_s[-1][1]:.2f}s)", flush=True)
             wait_for(lambda: child_ready(base), 300, "warm child ready again")  # untimed
     except (RuntimeError, TimeoutError) as e:
         print(f"daemon_throughput FAILED: {e}", flush=True)
@@ -100,9 +110,11 @@ def main() -> int:
     finally:
         stop_daemon(proc)
         shutil.rmtree(base.parent, ignore_errors=True)
-    d, c = statistics.median(daemon_s), statistics.median(cli_s)
-    print(f"daemon (drop -> recently_completed) {spread(daemon_s)}")
-    print(f"core/train.py (process start -> exit) {spread(cli_s)}")
+    d, c = statistics.median(x[0] for x in daemon_s), statistics.median(x[0] for x in cli_s)
+    print(f"daemon (drop -> recently_completed) {spread([x[0] for x in daemon_s])}; "
+          f"of which train() median={statistics.median(x[1] for x in daemon_s):.2f}s")
+    print(f"core/train.py (process start -> exit) {spread([x[0] for x in cli_s])}; "
+          f"of which train() median={statistics.median(x[1] for x in cli_s):.2f}s")
     print(f"overhead ratio daemon/train.py = {d / c:.2f} (medians; {a.steps} steps x batch {a.batch})")
     return 0
 

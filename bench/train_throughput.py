@@ -15,9 +15,9 @@ three sides. The sides run interleaved (engine, hf_default, hf_grouped, engine, 
 times so machine noise hits all of them alike.
 
 Throughput = real (non-padding) tokens / wall seconds of ``trainer.train()``, tokens counted the same
-way on every side (attention-mask sum in ``training_step``). The engine's ``train()`` includes the
-checkpoint it writes at its last step (HF saves at the end whenever ``save_strategy`` is "steps");
-the baselines save nothing, so the comparison is conservative for the engine. Hugging Face's
+way on every side (attention-mask sum in ``training_step``). Every side writes one checkpoint, at
+its last step, inside ``train()`` (the engine always checkpoints the end of a file; the baselines
+get ``save_steps=steps``), so all three do the same work. Hugging Face's
 sampler groups within mega-batches of ``min(50, examples // (4 x batch))`` batches, so it groups
 less on small files than on large ones (try ``--examples``). Prints per side the median and spread (min-max) of tokens/s, the pad share
 and the held-out loss (fp32, 64 held-out examples; so "at equal loss" can be checked), then the
@@ -133,7 +133,8 @@ def run_hf(model_dir: Path, feats: list[dict], out_dir: Path, a: argparse.Namesp
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=load_dtype(a.precision, training=True))
     args = TrainingArguments(output_dir=str(out_dir), per_device_train_batch_size=a.batch, max_steps=a.steps,
                              learning_rate=a.lr, warmup_steps=5, lr_scheduler_type="constant_with_warmup",
-                             logging_steps=5, save_strategy="no", report_to="none", seed=a.seed,
+                             logging_steps=5, save_strategy="steps", save_steps=a.steps, report_to="none",
+                             seed=a.seed,
                              use_cpu=a.device == "cpu", bf16=a.precision == "bf16", fp16=a.precision == "fp16",
                              disable_tqdm=True, remove_unused_columns=False,
                              train_sampling_strategy="group_by_length" if grouped else "random")

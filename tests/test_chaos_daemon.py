@@ -21,7 +21,6 @@ from conftest import chat_records, write_jsonl
 pytestmark = pytest.mark.slow
 
 SEED = int(os.environ.get("CHAOS_SEED", "20240611"))
-KILLS = 10
 FILES = ("alpha.jsonl", "beta.jsonl", "gamma.jsonl")
 LATE = "delta.jsonl"
 STEPS = 6
@@ -70,6 +69,25 @@ def _early_reached(base: Path, proc, target: str) -> bool:
     return bool((st.get("trainer_child") or {}).get("pid"))  # a trainer child is importing / ready
 
 
+def _at_step(st: dict, step: int) -> bool:
+    return st.get("state") == "training" and (st.get("step_in_file") or 0) >= step
+
+
+def _finishing(base: Path, proc):
+    """A predicate: a file of this life just finished (the engine said completed, or a file
+    reached recently_completed/). The engine's "completed" left in the status file by an earlier
+    life does not count: this life must have been seen training first."""
+    done_before = _done(base)
+    seen_training = [False]
+
+    def finished() -> bool:
+        st = _mine(base, proc)
+        if st.get("state") == "training" and st.get("status") != "completed":
+            seen_training[0] = True
+        return _done(base) > done_before or (seen_training[0] and st.get("status") == "completed")
+    return finished
+
+
 def test_chaos_sigkill_daemon_and_child(base_dir, reaper):
     base = base_dir
     update_config(base, {"training": {"max_steps": STEPS, "save_steps": 2, "eval_steps": 0,
@@ -91,16 +109,13 @@ def test_chaos_sigkill_daemon_and_child(base_dir, reaper):
             write_jsonl(base / "inbox" / extra, chat_records(16, seed=100 + k))
             dropped.append(extra)
         proc = start_daemon(reaper, base)
-        what = f"kill {k + 1}/{KILLS} {mode} {target} (seed {SEED}, plan {plan})"
+        what = f"kill {k + 1}/{len(plan)} {mode} {target} (seed {SEED}, plan {plan})"
         if mode == "early":
             wait_for(lambda: _early_reached(base, proc, target), 120, what, interval=0.01, proc=proc)
         elif mode == "training":
-            wait_for(lambda: _mine(base, proc).get("state") == "training"
-                     and (_mine(base, proc).get("step_in_file") or 0) >= target, 120, what, interval=0.02, proc=proc)
+            wait_for(lambda: _at_step(_mine(base, proc), target), 120, what, interval=0.02, proc=proc)
         else:
-            done = _done(base)
-            wait_for(lambda: _mine(base, proc).get("status") == "completed" or _done(base) > done, 120, what,
-                     interval=0.01, proc=proc)
+            wait_for(_finishing(base, proc), 120, what, interval=0.01, proc=proc)
         victims = [proc.pid, child_pid(base)]
         if child_first:
             victims.reverse()
@@ -114,7 +129,7 @@ def test_chaos_sigkill_daemon_and_child(base_dir, reaper):
         assert step >= lineage_seen[-1], f"lineage step went backwards: {lineage_seen} -> {step} ({what})"
         lineage_seen.append(step)
 
-    # Last life: a fourth file's trainer child alone is SIGKILLed mid-training; the live daemon
+    # Last life: a late file's trainer child alone is SIGKILLed mid-training; the live daemon
     # classifies it ("killed"), resumes the job from its checkpoint and stays up.
     proc = start_daemon(reaper, base)
     write_jsonl(base / "inbox" / LATE, chat_records(16, seed=20))

@@ -51,9 +51,10 @@ def test_bad_inputs_quarantined_good_file_trained_second_daemon_refused(base_dir
                  interval=0.2, proc=proc)
         wait_for(lambda: all(n in queue_names(base, "failed") for n in expected), 30, "all bad inputs quarantined",
                  proc=proc)
-        assert proc.poll() is None, "the daemon must stay up"
-        st = status(base)
-        assert st["pid"] == daemon_pid and st["state"] == "idle"
+        # the file is moved before the state goes back to idle: wait for the state, do not race it
+        st = wait_for(lambda: status(base).get("state") == "idle" and status(base), 30, "idle after good.jsonl",
+                      proc=proc)
+        assert st["pid"] == daemon_pid, "the daemon must stay up"
 
     assert poller.reads > 50 and not poller.bad, poller.bad[:3]
 

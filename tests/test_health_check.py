@@ -139,10 +139,12 @@ def test_fatal_program_is_broken_and_bad_arguments_are_refused(base_dir):
     doc = json.loads((base_dir / "status" / "watchdog.json").read_text())
     doc["programs"]["training_daemon"] = {"state": "FATAL", "fatal_reason": "5 failed starts within 600s",
                                           "last_log_lines": ["ValueError: boom"]}
+    doc["programs"]["my_sidecar"] = {"state": "FATAL", "fatal_reason": "5 failed starts within 600s"}  # a custom row
     (base_dir / "status" / "watchdog.json").write_text(json.dumps(doc))
     r = run_health(base_dir, "--json")
     f = findings(r)["process.training_daemon"]
     assert r.returncode == 2 and "trainctl watchdog reset training_daemon" in f["action"] and "boom" in f["action"]
+    assert findings(r)["process.my_sidecar"]["level"] == "broken"
 
     r = run_health(base_dir, "--stale-after", "zero")
     assert r.returncode == 2 and "Invalid value for '--stale-after'" in r.stderr

@@ -245,7 +245,8 @@ def test_request_stop_is_not_a_failure():
 # ---------------------------------------------------------------- real runs
 def _table(tmp_path: Path, base: Path, programs: dict[str, str], **policy) -> Path:
     doc = {"programs": [{"name": name, "argv": ["{python}", str(PROGRAM), "{base_dir}", name, mode],
-                         "status_file": name if mode == "heartbeat" else None, "stop_timeout": 10}
+                         "status_file": name if mode != "crash" else None, "stop_timeout": 10,
+                         **({"heartbeat_timeout": 1.0, "start_grace": 1.0} if mode == "stall" else {})}
                         for name, mode in programs.items()],
            "policy": {"backoff_initial": 0.2, "startsecs": 0.5, **policy}}
     path = tmp_path / "programs.json"
@@ -346,6 +347,20 @@ def test_once_adopts_and_fatal_survives_a_watchdog_restart(base_dir, reaper, tmp
     wait_for(lambda: pid_gone(pid), 30, "worker gone")
 
 
+def test_stale_heartbeat_is_a_hang_stopped_and_restarted(base_dir, reaper, tmp_path):
+    table = _table(tmp_path, base_dir, {"staller": "stall"})
+    wd = _start_watchdog(reaper, base_dir, table)
+    first = wait_for(lambda: _program(base_dir, "staller").get("pid"), 30, "staller started", proc=wd)
+    wait_for(lambda: (_program(base_dir, "staller").get("pid") or first) != first, 60, "hung staller replaced",
+             proc=wd)
+    last = _program(base_dir, "staller")["last_exit"]
+    assert last["reason"].startswith("hung (status/staller.json heartbeat") and "stopped by the watchdog" in last["reason"]
+    assert pid_gone(first)
+    assert "stopped by SIGTERM" in (base_dir / "logs" / "staller.out").read_text(), "a polite stop first"
+    wd.send_signal(signal.SIGTERM)
+    assert wd.wait(timeout=60) == 0
+
+
 def test_bad_arguments_answer_clearly(base_dir, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"programs": [{"name": "x", "argv": ["true"], "colour": "red"}]}))
@@ -395,3 +410,18 @@ def test_start_all_watchdog_restarts_killed_training_daemon_and_stop_all_cleans_
     for pid_file in (base_dir / ".pids").glob("*.pid"):
         pid = int(pid_file.read_text().split()[0])
         assert pid_gone(pid), f"{pid_file.name}: {pid} still running"
+
+
+def test_log_rotation_before_a_restart(tmp_path):
+    from safety.supervision.processes import rotate_log
+    log = tmp_path / "prog.out"
+    for gen in range(5):
+        log.write_text(f"gen {gen} " * 20)
+        rotate_log(log, max_bytes=100, keep=3)
+    assert not log.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prog.out.1", "prog.out.2", "prog.out.3"]
+    assert (tmp_path / "prog.out.1").read_text().startswith("gen 4") and \
+        (tmp_path / "prog.out.3").read_text().startswith("gen 2")
+    log.write_text("small")
+    rotate_log(log, max_bytes=100, keep=3)
+    assert log.read_text() == "small"

@@ -114,6 +114,21 @@ def check_processes(paths: Paths, docs: dict[str, dict], stale_after: float, now
             continue
         findings.append(Finding(check, OK, f"{spec.name} pid {pid}, heartbeat {age:.0f}s ago",
                                 details={"pid": pid, "heartbeat_age_s": round(age, 1)}))
+    known = {p.name for p in default_programs()}
+    for name, wd in supervised.items():  # rows of a custom table (--programs): what the watchdog says
+        if name in known or not isinstance(wd, dict):
+            continue
+        state, pid = wd.get("state"), wd.get("pid")
+        if state == "FATAL":
+            findings.append(Finding(f"process.{name}", BROKEN, f"{name} is FATAL in the watchdog: "
+                                    f"{wd.get('fatal_reason')}", f"read logs/{name}.out, fix the cause, then: "
+                                    f"trainctl watchdog reset {name}"))
+        elif state in ("STARTING", "RUNNING") and pid_alive(pid):
+            findings.append(Finding(f"process.{name}", OK, f"{name} pid {pid} ({state} in the watchdog)"))
+        else:
+            findings.append(Finding(f"process.{name}", DEGRADED, f"{name} is {state} in the watchdog "
+                                    f"(last exit: {(wd.get('last_exit') or {}).get('reason')})",
+                                    "trainctl watchdog status; its output: " + f"logs/{name}.out"))
     return findings
 
 

@@ -23,6 +23,8 @@ from safety.supervision.programs import ProgramSpec
 from safety.supervision.state_machine import Observation
 
 LOG_TAIL_LINES = 20
+LOG_ROTATE_BYTES = 50 * 1024 * 1024
+LOG_KEEP = 3
 
 
 @dataclass
@@ -37,6 +39,21 @@ class ProcHandle:
 
 def log_path(paths: Paths, name: str) -> Path:
     return paths.logs / f"{name}.out"
+
+
+def rotate_log(path: Path, max_bytes: int = LOG_ROTATE_BYTES, keep: int = LOG_KEEP) -> None:
+    """Before a (re)start: a log over ``max_bytes`` becomes ``.1`` (older ones shift, ``keep`` kept),
+    so a program that crash-loops for weeks cannot fill the disk with its output."""
+    try:
+        if path.stat().st_size <= max_bytes:
+            return
+    except FileNotFoundError:
+        return
+    for i in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{i}")
+        if older.exists():
+            os.replace(older, path.with_name(f"{path.name}.{i + 1}"))
+    os.replace(path, path.with_name(f"{path.name}.1"))
 
 
 def log_tail(path: Path, n: int = LOG_TAIL_LINES, max_bytes: int = 16384) -> list[str]:
@@ -85,6 +102,7 @@ class ProcessOps:
         self.paths.logs.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "TRAINER_BASE_DIR": str(self.paths.base), "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        rotate_log(log_path(self.paths, spec.name))
         with open(log_path(self.paths, spec.name), "ab") as out:
             out.write(f"--- watchdog: starting {spec.name} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
             out.flush()

@@ -139,7 +139,8 @@ class Machine:
         if self.state in (State.FATAL, State.EXITED) or self.handle is None:
             return self.state
         obs = self.probe(self.handle)
-        self.health_detail = obs.detail
+        if obs.alive:
+            self.health_detail = obs.detail
         if self.state == State.STOPPING:
             if not obs.alive:
                 self._died(now, obs, hung=self.stop_reason == "hung")
@@ -207,7 +208,7 @@ class Machine:
     def _died(self, now: float, obs: Observation, hung: bool = False) -> None:
         exit_info = dict(obs.exit or {"code": None, "signal": None, "reason": "exited"})
         if hung:
-            exit_info["reason"] = f"hung ({self.health_detail or 'heartbeat stale'}); stopped by the watchdog"
+            exit_info["reason"] = f"hung ({self.health_detail or 'heartbeat stale'}); stopped by the watchdog ({exit_info['reason']})"
         self.handle, self.healthy_since, self.stop_deadline = None, None, None
         if self.stop_reason == "shutdown":
             self.last_exit = {**exit_info, "at": now}

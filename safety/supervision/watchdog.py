@@ -66,7 +66,11 @@ class Watchdog:
             prior = previous.get(spec.name) if isinstance(previous.get(spec.name), dict) else {}
             self._prior[spec.name] = prior
             self.machines[spec.name] = self._machine(spec)
-            self._restore(self.machines[spec.name], prior)
+            try:
+                self._restore(self.machines[spec.name], prior)
+            except (TypeError, ValueError, AttributeError) as e:  # a hand-edited file must not stop supervision
+                log.warning("%s: ignoring its unreadable history in status/watchdog.json (%s)", spec.name, e)
+                self.machines[spec.name] = self._machine(spec)
         self._last_states = {n: m.state for n, m in self.machines.items()}
 
     @property

@@ -4,6 +4,7 @@
     supervised_program.py BASE NAME heartbeat   writes status/NAME.json (pid, heartbeat_at) every 0.2 s
                                                 until SIGTERM, then exits 0
     supervised_program.py BASE NAME crash       prints a line and exits 3 at once
+    supervised_program.py BASE NAME stall       one heartbeat, then none (a hang) until SIGTERM
 """
 import signal
 import sys
@@ -25,6 +26,8 @@ def main() -> int:
     print(f"{name}: running", flush=True)
     while not stop.is_set():
         write_status(base / "status" / f"{name}.json", {"state": "running"})
+        if mode == "stall":
+            stop.wait()
         stop.wait(0.2)
     print(f"{name}: stopped by SIGTERM", flush=True)
     return 0
