@@ -267,6 +267,22 @@ class DeploymentConfig:
 
 
 @dataclass
+class AutonomyConfig:
+    """The autonomous sidecars (monitoring/autonomy/): data generation, curriculum, mining, self-correction."""
+    datagen_interval: float = f(30.0, min=0.1)
+    """Seconds between checks of the training queue by the data generation automation."""
+    datagen_min_queue: int = f(2, min=1)
+    """Generate a batch while the training queue (inbox/ + queue/{high,normal,low,processing}) holds fewer
+    files than this; at or above it the automation waits (so it never floods the queue)."""
+    datagen_batch_size: int = f(200, min=1, max=100000)
+    """Puzzles per generated batch file."""
+    datagen_min_free_mb: float = f(500.0, min=0.0)
+    """Free disk (MiB) under the base dir below which the automation waits instead of generating."""
+    datagen_default_mix: dict = f(factory=lambda: {"easy": 0.6, "medium": 0.3, "hard": 0.1})
+    """Difficulty mix used while status/curriculum_optimization.json has no usable ``mix`` (easy-heavy)."""
+
+
+@dataclass
 class Config:
     model: ModelConfig = f(factory=ModelConfig)
     """Which model to train."""
@@ -286,3 +302,5 @@ class Config:
     """Automated tests, comparison, regression."""
     deployment: DeploymentConfig = f(factory=DeploymentConfig)
     """Deployment orchestrator."""
+    autonomy: AutonomyConfig = f(factory=AutonomyConfig)
+    """Autonomous sidecars: data generation, curriculum, adversarial mining, self-correction."""
