@@ -80,9 +80,10 @@ def _start_record(ctx: DaemonContext, name: str, rec: dict) -> dict:
 
 def _job_doc(ctx: DaemonContext, path: Path, rec: dict) -> dict:
     """The job the trainer child runs: the config (with the job's own overrides) and its paths."""
+    from trainer.config.keys import redact_config
     from trainer.config.loader import config_to_dict, set_dotted
     cfg = ctx.cfg
-    cdict = config_to_dict(cfg)
+    cdict = redact_config(config_to_dict(cfg))  # a job spec (job.json on disk for DDP) never carries keys
     for k, v in (rec.get("config_overrides") or {}).items():
         set_dotted(cdict, k, v)
     cdict["_base_dir"] = str(ctx.paths.base)

@@ -132,7 +132,8 @@ class Sidecar:
         return self.publish(passes=self.doc["passes"] + 1, last_pass_at=self.now(), **fields)
 
     def run(self, once: bool = False) -> dict[str, Any]:
-        self.publish()
+        """Loop until ``stop_event`` (or one pass with ``once``); returns the last status written."""
+        written = self.publish()
         beat = None
         if not once:
             beat = threading.Thread(target=self._heartbeat, name=f"{self.name}-heartbeat", daemon=True)
@@ -148,10 +149,10 @@ class Sidecar:
             if beat is not None:
                 beat.join(timeout=5)
             try:
-                self.publish(state="stopped")
+                written = self.publish(state="stopped")
             except OSError as e:
                 self.log.warning("final status write failed: %s", e)
-        return self.doc
+        return written
 
 
 def run_sidecar(factory: Callable[..., Sidecar], name: str, base_dir=None, *, once: bool = False,
