@@ -18,6 +18,7 @@ the same moment do not both migrate):
                     result_json, recorded_at): one row per trained data file (per job outcome).
 * ``checkpoints``  (id, path UNIQUE, global_step, job_id, source_file, train_loss, validation_loss,
                     created_at, run_id, registered_at): every complete checkpoint folder.
+  Version 2 adds ``deleted_at``, ``deleted_reason``: set when retention deleted the folder.
 * ``evaluations``  (id, checkpoint_id, suite_version, accuracy, by_difficulty_json, n_items,
                     validation_loss, calibration_json, details_json, created_at): one row per
                     evaluation run; the newest row per (checkpoint, suite version) is the current one.
@@ -98,6 +99,11 @@ MIGRATIONS: list[str] = [
         created_at TEXT NOT NULL
     );
     CREATE INDEX IF NOT EXISTS evaluations_ckpt ON evaluations(checkpoint_id, suite_version);
+    """,
+    # version 2: retention deletes a checkpoint's folder but keeps its row and metrics
+    """
+    ALTER TABLE checkpoints ADD COLUMN deleted_at TEXT;
+    ALTER TABLE checkpoints ADD COLUMN deleted_reason TEXT
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -295,7 +301,8 @@ class ModelDB:
                 "  validation_loss=COALESCE(excluded.validation_loss, validation_loss),"
                 "  run_id=COALESCE(run_id, excluded.run_id),"
                 "  job_id=COALESCE(job_id, excluded.job_id),"
-                "  source_file=COALESCE(source_file, excluded.source_file)",
+                "  source_file=COALESCE(source_file, excluded.source_file),"
+                "  deleted_at=NULL, deleted_reason=NULL",  # registered again: the folder is back
                 (rel, int(global_step), job_id, source_file, _finite_or_none(train_loss),
                  _finite_or_none(validation_loss), created_at or now, run_id, now))
             row = conn.execute("SELECT id FROM checkpoints WHERE path=?", (rel,)).fetchone()
@@ -319,6 +326,13 @@ class ModelDB:
     def get_checkpoint(self, path: str | os.PathLike) -> dict | None:
         r = self._conn().execute("SELECT * FROM checkpoints WHERE path=?", (self.rel(path),)).fetchone()
         return self._ckpt_dict(r) if r else None
+
+    def mark_deleted(self, path: str | os.PathLike, reason: str) -> bool:
+        """Record that retention deleted the checkpoint's folder (its row and evaluations stay, so
+        its metrics are never lost). False when the path was never registered."""
+        cur = self._write("UPDATE checkpoints SET deleted_at=?, deleted_reason=? WHERE path=?",
+                          (utc_now_iso(), reason, self.rel(path)))
+        return cur.rowcount > 0
 
     # ------------------------------------------------------------------ evaluations
     def record_evaluation(self, checkpoint_path: str | os.PathLike, suite_version: str, accuracy: float | None,

@@ -10,6 +10,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRIORITIES = ("high", "normal", "low")
+# The levels the daemon claims from, in order: the self-correction loop's ``corrections`` level
+# trains right after ``high`` (people's urgent files) and before the normal queue.
+QUEUE_LEVELS = ("high", "corrections", "normal", "low")
 
 
 class PathEscapeError(ValueError):
@@ -77,7 +80,7 @@ class Paths:
 
     # queue
     def queue_dir(self, name: str) -> Path:
-        if name not in (*PRIORITIES, "processing", "failed", "recently_completed"):
+        if name not in (*QUEUE_LEVELS, "processing", "failed", "recently_completed"):
             raise ValueError(f"unknown queue folder {name!r}")
         return self.queue / name
     @property
@@ -115,7 +118,7 @@ class Paths:
         for d in (self.inbox, self.inbox / "high", self.inbox / "low", self.control, self.status,
                   self.models, self.current_model.parent, self.checkpoints, self.deployed,
                   self.validation, self.generated, self.data / "adversarial_examples",
-                  self.logs, self.backups, self.pids,
-                  *(self.queue / q for q in (*PRIORITIES, "processing", "failed", "recently_completed"))):
+                  self.data / "flagged_examples", self.logs, self.logs / "error_patterns", self.backups, self.pids,
+                  *(self.queue / q for q in (*QUEUE_LEVELS, "processing", "failed", "recently_completed"))):
             d.mkdir(parents=True, exist_ok=True)
         return self

@@ -35,12 +35,12 @@ import click
 def serve_command(base_dir, host, port, model_path, device, max_batch_size, max_queue, batch_wait_ms,
                   num_threads, no_base_fallback, log_level) -> None:
     """Serve the deployed model over an OpenAI-compatible HTTP API (hot reload, batching)."""
-    import logging
-
     from trainer.config.loader import ConfigError
     from inference.settings import ServerSettings, check_bind_safety
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from foundation.logs import setup_logging
+    from foundation.paths import Paths
+    setup_logging(Paths.from_base(base_dir).logs, None, file_name="inference_server", level=log_level)  # rotated daily
     try:
         settings = ServerSettings.from_config(
             base_dir, host=host, port=port, initial_model=model_path, device=device,

@@ -6,6 +6,8 @@ Endpoints (REMOTE_INFERENCE.md has the full contract):
   GET  /health                {"status": "ok"} once a model is loaded, 503 while none is
   GET  /models/info           version, global step, path, profile, parameters, dtype, device...
   POST /models/reload         admin: load a version from models/deployed/ beside the current one, then swap
+  GET|PUT|POST|DELETE /models/upload/{version}[/{file}|/commit], PUT /models/current
+                              admin: receive a version over HTTP (``uploads``), for a server on another machine
   GET  /metrics               Prometheus text format
 
 This module is the HTTP layer only: the model holder and hot reload are ``server_state``, settings
@@ -30,6 +32,7 @@ from inference.gen_request import GenRequest
 from inference.model_loader import LoadedModel
 from inference.server_state import ServerState
 from inference.settings import ServerSettings
+from inference.uploads import UploadStore
 
 __all__ = ["create_app", "ServerSettings", "ServerState"]
 
@@ -105,7 +108,8 @@ def create_app(settings: ServerSettings, state: ServerState | None = None):
     async def _count(request: Request, call_next):
         t0 = time.perf_counter()
         path = request.url.path
-        endpoint = path if path in KNOWN_ENDPOINTS else "other"
+        endpoint = path if path in KNOWN_ENDPOINTS else (
+            "/models/upload" if path.startswith("/models/upload/") else "other")
         try:
             response = await call_next(request)
         except Exception:
@@ -160,6 +164,35 @@ def create_app(settings: ServerSettings, state: ServerState | None = None):
         body = await read_body(request, allow_empty=True)
         folder, version = st.resolve_reload_target(body)
         return await asyncio.to_thread(st.reload, folder, version)
+
+    uploads = UploadStore(st.paths, st.settings.model_dir, max_bytes=st.settings.upload_max_bytes,
+                          stale_seconds=st.settings.upload_stale_seconds,
+                          served_version=lambda: st.engine.version if st.engine else None)
+
+    @app.get("/models/upload/{version}")
+    async def upload_status(version: str, request: Request):
+        require_admin(st.settings, request)
+        return uploads.status(version)
+
+    @app.put("/models/upload/{version}/{name}")
+    async def upload_file(version: str, name: str, request: Request):
+        require_admin(st.settings, request)
+        return await uploads.receive(version, name, request)
+
+    @app.post("/models/upload/{version}/commit")
+    async def upload_commit(version: str, request: Request):
+        require_admin(st.settings, request)
+        return await uploads.commit(version, await read_body(request))
+
+    @app.delete("/models/upload/{version}")
+    async def upload_delete(version: str, request: Request):
+        require_admin(st.settings, request)
+        return await uploads.delete(version)
+
+    @app.put("/models/current")
+    async def set_current(request: Request):
+        require_admin(st.settings, request)
+        return uploads.set_current(await read_body(request))
 
     @app.get("/metrics")
     async def metrics(request: Request):

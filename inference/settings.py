@@ -37,6 +37,8 @@ class ServerSettings:
     status_interval: float = 2.0
     write_status_file: bool = True
     num_threads: int = 0                   # torch CPU threads; 0 = torch default
+    upload_max_bytes: int = 64 * 2**30     # largest version accepted over PUT /models/upload
+    upload_stale_seconds: float = 86400.0  # an unfinished upload idle this long is discarded
 
     @classmethod
     def from_config(cls, base_dir: str | Path | None = None, environ: dict | None = None, **overrides: Any
@@ -57,6 +59,7 @@ class ServerSettings:
                 trust_remote_code=cfg.model.trust_remote_code,
                 base_model_path=str(paths.resolve(cfg.model.model_path)),
                 serve_base_model_when_empty=inf.serve_base_model_when_empty, num_threads=inf.num_threads,
+                upload_max_bytes=inf.upload_max_bytes, upload_stale_seconds=inf.upload_stale_seconds,
                 status_interval=cfg.monitoring.status_interval)
         for k, v in overrides.items():
             if v is not None:

@@ -32,6 +32,18 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("syllo", "syllo.generator", "syllo_command"),
     ("watchdog", "safety.supervision.cli", "watchdog_group"),
     ("health", "safety.health.cli", "health_command"),
+    ("stuck", "safety.anti_stuck.cli", "stuck_group"),
+    ("crashes", "safety.crash.cli", "crashes_group"),
+    ("disk", "management.auto_disk_manager", "disk_command"),
+    ("cleanup", "management.safe_checkpoint_cleanup", "cleanup_command"),
+    ("backup", "management.backup_manager", "backup_group"),
+    ("version", "management.model_versioner", "version_group"),
+    ("snapshot", "management.daily_snapshot", "snapshot_command"),
+    ("consolidate", "management.consolidate_model", "consolidate_command"),
+    ("datagen", "monitoring.autonomy.data_generation", "datagen_command"),
+    ("curriculum", "monitoring.autonomy.curriculum", "curriculum_command"),
+    ("miner", "monitoring.autonomy.adversarial", "miner_command"),
+    ("selfcorrect", "monitoring.autonomy.self_correction", "selfcorrect_command"),
 ]
 
 

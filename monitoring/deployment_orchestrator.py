@@ -7,7 +7,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from monitoring.deployment.cli import deploy_group  # noqa: E402
+from monitoring.deployment.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(deploy_group())
+    sys.exit(main())  # no subcommand: run the daemon (`--base-dir . --interval 600`)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The one client other daemons use to talk to the inference server (health, info, reload, chat).
+"""The one client other daemons use to talk to the inference server (health, info, reload, chat,
+and the admin upload endpoints that push a version to a server on another machine).
 
 Why not the ``openai`` package: the sidecars also need the admin endpoints (``/models/reload``,
 ``/models/info``) and clear, typed failures (unreachable vs. refused vs. broken model), and must not
@@ -20,7 +21,8 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
+from urllib.parse import quote
 
 import httpx
 
@@ -102,9 +104,11 @@ class PredictionClient:
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def _request(self, method: str, path: str, *, admin: bool = False, json_body: Any = None,
+                 content: Any = None, headers: dict | None = None,
                  timeout: float | None = None, ok: tuple[int, ...] = (200,)) -> httpx.Response:
         try:
-            r = self._http.request(method, path, json=json_body, headers=self._headers(admin),
+            r = self._http.request(method, path, json=json_body, content=content,
+                                   headers={**self._headers(admin), **(headers or {})},
                                    timeout=timeout if timeout is not None else self.timeout)
         except httpx.TimeoutException as e:
             raise ServerUnreachable(f"{method} {self.base_url}{path} timed out: {e}") from e
@@ -164,6 +168,47 @@ class PredictionClient:
         if path is not None:
             body["path"] = path
         return self._request("POST", "/models/reload", admin=True, json_body=body, timeout=timeout).json()
+
+    # ------------------------------------------------------------------ uploads (admin)
+    @staticmethod
+    def _upload_path(version: str, *rest: str) -> str:
+        return "/models/upload/" + "/".join(quote(p, safe="") for p in (version, *rest))
+
+    def upload_status(self, version: str) -> dict:
+        """What the server holds of ``version``: ``deployed`` (the committed manifest or None) and
+        ``incoming`` ({file: bytes received} of an unfinished upload)."""
+        return self._request("GET", self._upload_path(version), admin=True).json()
+
+    def upload_file(self, version: str, name: str, path: str | os.PathLike, *, offset: int = 0,
+                    chunk_bytes: int = 1 << 20, timeout: float | None = None) -> dict:
+        """Stream ``path`` from byte ``offset`` as file ``name`` of ``version`` (never read whole
+        into memory). ``timeout`` bounds each read/write, not the whole transfer."""
+        size = os.path.getsize(path)
+        headers = {"Content-Length": str(size - offset)}
+        if size:
+            headers["Content-Range"] = f"bytes {offset}-{size - 1}/{size}"
+
+        def body() -> Iterator[bytes]:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                while chunk := fh.read(chunk_bytes):
+                    yield chunk
+
+        return self._request("PUT", self._upload_path(version, name), admin=True, content=body(),
+                             headers=headers, timeout=timeout).json()
+
+    def commit_upload(self, version: str, files: dict[str, dict], *, timeout: float | None = None) -> dict:
+        """Ask the server to verify ``files`` ({name: {"sha256", "size"}}) and make the version deployable."""
+        return self._request("POST", self._upload_path(version, "commit"), admin=True,
+                             json_body={"files": files}, timeout=timeout).json()
+
+    def delete_version(self, version: str) -> dict:
+        """Drop a version from the server (its unfinished upload and its deployed folder)."""
+        return self._request("DELETE", self._upload_path(version), admin=True).json()
+
+    def set_current(self, version: str) -> dict:
+        """Point the server's models/deployed/current at ``version`` (what it loads when it restarts)."""
+        return self._request("PUT", "/models/current", admin=True, json_body={"version": version}).json()
 
     def chat(self, messages: list[dict] | str, *, max_tokens: int | None = None, temperature: float = 0.0,
              top_p: float | None = None, stop: list[str] | str | None = None, seed: int | None = None,

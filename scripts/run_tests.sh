@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# Debian's Chromium for the live monitor's browser tests (tests/test_live_monitor.py).
+scripts/ensure_chromium.sh
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 # The layer contracts (pyproject.toml [tool.importlinter], ARCHITECTURE.md "Layers") before any test.
 .venv/bin/lint-imports --no-cache

@@ -90,6 +90,15 @@ def _break(pattern: str, rng: random.Random, t: list[str], fresh: str) -> tuple[
     raise ValueError(f"unknown invalid pattern {pattern!r}")
 
 
+# the conclusion's quantifier each pattern can give (to draw a judge puzzle with a wanted question)
+VALID_GIVES = {"barbara_chain": ("all",), "celarent_chain": ("no",), "darii_chain": ("some",),
+               "ferio_chain": ("some_not",), "baroco_chain": ("some_not",)}
+INVALID_GIVES = {"illicit_conversion": ("all", "no", "some"), "two_negatives": ("no",), "two_particulars": ("some",),
+                 "existential_fallacy": ("some", "some_not"), "converse_conclusion": ("all", "some_not"),
+                 "too_strong": ("all", "no"), "broken_chain": ("all", "no", "some"),
+                 "negated_conclusion": ("all", "no", "some", "some_not")}
+
+
 def _distractor(rng: random.Random, chain_terms: list[str], fresh: list[str]) -> Stmt:
     q = rng.choice(QUANTIFIERS)
     if rng.random() < 0.5 or len(fresh) < 2:
@@ -134,8 +143,24 @@ def _certify_derive(premises: list[Stmt], s: str, p: str, answer: Stmt | None) -
     return cert
 
 
-def _candidate(rng: random.Random, difficulty: str, want_valid: bool, kind: str) -> Puzzle:
+def _patterns_for(lv, want_valid: bool, kind: str, conclusion_q: str | None) -> tuple[str, ...]:
+    if want_valid:
+        choices = lv.valid_patterns
+        gives = VALID_GIVES
+    else:
+        choices = lv.invalid_patterns
+        if kind == "derive":  # only a broken chain leaves nothing to conclude about t0 and tn
+            choices = tuple(x for x in choices if x in CHAIN_BREAKING) or choices
+        gives = INVALID_GIVES
+    if kind == "judge" and conclusion_q is not None:
+        choices = tuple(x for x in choices if conclusion_q in gives[x])
+    return choices
+
+
+def _candidate(rng: random.Random, difficulty: str, want_valid: bool, kind: str,
+               conclusion_q: str | None = None, conclusion_phrasing: int | None = None) -> Puzzle:
     lv = LEVELS[difficulty]
+    choices = _patterns_for(lv, want_valid, kind, conclusion_q)
     n = rng.randint(*lv.chain)
     n_d = rng.randint(*lv.distractors)
     pool = list(NONSENSE_TERMS)
@@ -144,15 +169,13 @@ def _candidate(rng: random.Random, difficulty: str, want_valid: bool, kind: str)
     words = rng.sample(pool, n + 1 + max(2, n_d + 1))
     t, spare = words[: n + 1], words[n + 1:]
     fresh_for_break = spare[-1]
+    pattern = rng.choice(choices)
     if want_valid:
-        pattern = rng.choice(lv.valid_patterns)
         chain, concl = _chain(pattern, t)
     else:
-        choices = lv.invalid_patterns
-        if kind == "derive":  # only a broken chain leaves nothing to conclude about t0 and tn
-            choices = tuple(x for x in choices if x in CHAIN_BREAKING) or choices
-        pattern = rng.choice(choices)
         chain, concl, _ = _break(pattern, rng, t, fresh_for_break)
+    if kind == "judge" and conclusion_q is not None and concl.q != conclusion_q:
+        raise PuzzleRejected("not the wanted question")
     if len(set(chain)) != len(chain) or any(st.s == st.p for st in chain):
         raise PuzzleRejected("degenerate chain")
     if not satisfiable(chain):
@@ -215,7 +238,8 @@ def _candidate(rng: random.Random, difficulty: str, want_valid: bool, kind: str)
                 converted_indices=sorted(pos[i] for i in converted), conclusion=None, chain_length=n)
     if kind == "judge":
         pz.conclusion = concl
-        pz.conclusion_phrasing = rng.randrange(len(PHRASES[concl.q])) if rng.random() < lv.paraphrase_p else 0
+        pz.conclusion_phrasing = conclusion_phrasing if conclusion_phrasing is not None else (
+            rng.randrange(len(PHRASES[concl.q])) if rng.random() < lv.paraphrase_p else 0)
         pz.answer = "valid" if want_valid else "invalid"
         pz.certificate = _certify_judge(shown_premises, concl, want_valid)
     else:
@@ -226,8 +250,11 @@ def _candidate(rng: random.Random, difficulty: str, want_valid: bool, kind: str)
 
 
 def make_puzzle(rng: random.Random, difficulty: str, want_valid: bool | None = None,
-                kind: str | None = None, max_tries: int = 500) -> Puzzle:
-    """Draw one puzzle of ``difficulty``; ``want_valid``/``kind`` are drawn when None."""
+                kind: str | None = None, max_tries: int = 500, *, conclusion_q: str | None = None,
+                conclusion_phrasing: int | None = None) -> Puzzle:
+    """Draw one puzzle of ``difficulty``; ``want_valid``/``kind`` are drawn when None.
+    ``conclusion_q`` / ``conclusion_phrasing`` (judge only) fix the question's quantifier and
+    wording, so a caller can balance answers within each question template (``syllo.balance``)."""
     if difficulty not in LEVELS:
         raise ValueError(f"unknown difficulty {difficulty!r}; expected one of {', '.join(DIFFICULTIES)}")
     lv = LEVELS[difficulty]
@@ -235,9 +262,15 @@ def make_puzzle(rng: random.Random, difficulty: str, want_valid: bool | None = N
         want_valid = rng.random() < 0.5
     if kind is None:
         kind = "derive" if rng.random() < lv.derive_p else "judge"
+    if conclusion_q is not None and conclusion_phrasing is not None \
+            and not 0 <= conclusion_phrasing < len(PHRASES[conclusion_q]):
+        raise ValueError(f"phrasing {conclusion_phrasing} of {conclusion_q!r} does not exist")
+    if not _patterns_for(lv, want_valid, kind, conclusion_q):
+        raise ValueError(f"no {difficulty} pattern gives a {'valid' if want_valid else 'invalid'} "
+                         f"{kind} puzzle with a {conclusion_q!r} conclusion")
     for _ in range(max_tries):
         try:
-            return _candidate(rng, difficulty, want_valid, kind)
+            return _candidate(rng, difficulty, want_valid, kind, conclusion_q, conclusion_phrasing)
         except PuzzleRejected:
             continue
     raise RuntimeError(f"could not draw a {difficulty} {kind} puzzle (valid={want_valid}) in {max_tries} tries")

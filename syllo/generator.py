@@ -4,17 +4,24 @@ puzzles, their difficulty levels and their certificates).
 
     python3 tools/data/generate_syllo_batch.py --count 1000 \\
         --difficulty easy:0.3,medium:0.5,hard:0.2 --seed 7 --profile plain --output inbox/syllo.jsonl
-    trainctl syllo --count 1000 --difficulty hard --output -
+    trainctl syllo --count 1000 --difficulty hard --output - [--unique]
 
 Why it is shaped like this:
 
-* Deterministic: item ``i`` is drawn from its own RNG seeded by (seed, i), so the same arguments
-  give the same file byte for byte, and a batch can be extended without changing earlier items.
+* Deterministic: item ``j`` of each difficulty is drawn from its own RNG seeded by (seed,
+  difficulty, j) (``syllo.balance``), so the same arguments give the same file byte for byte, and
+  a batch can be extended without changing earlier items.
+* Balanced: within every difficulty and question template the answers are balanced (pairs of
+  items share a template and take opposite answers), so the wording alone predicts nothing.
 * Exact mix: the difficulty weights are turned into counts by largest remainder (not sampled), so
   ``easy:0.3`` of 1000 is exactly 300 items; their order is shuffled by the seed.
 * Never the validation suite: items whose puzzle is in the fixed suite (``data/validation/``) are
   re-drawn, because the training daemon refuses any file that contains one. Duplicates within the
   batch are re-drawn too.
+* Never again (``--unique``): the same seed reused with another mix gives the same items of each
+  difficulty; ``--unique`` excludes every puzzle recorded in ``<base>/data/generated/.fingerprints``
+  (``syllo.fingerprint_record``) and records the new ones, so no batch repeats an earlier one.
+  The data generation automation always works this way.
 * Written atomically (temp file + rename in the target folder), so a daemon watching ``inbox/``
   never sees half a file.
 
@@ -24,90 +31,17 @@ rendered for ``--profile`` (``render_record`` documents the three forms).
 from __future__ import annotations
 
 import json
-import random
 import sys
 from pathlib import Path
-from typing import Callable, Iterable
-
+from typing import Iterable
 
 import click
 
-PROFILES = ("plain", "emoji_think", "regime3")
+from syllo.batch import PROFILES, generate_batch
+from syllo.mix import MixError, allocate, parse_mix
 
-
-class MixError(ValueError):
-    """A malformed ``--difficulty`` specification."""
-
-
-def parse_mix(spec: str) -> dict[str, float]:
-    """``"easy:0.3,medium:0.5,hard:0.2"`` or ``"hard"`` -> normalised weights."""
-    from syllo.puzzles import DIFFICULTIES
-    out: dict[str, float] = {}
-    for part in [p.strip() for p in spec.split(",") if p.strip()]:
-        name, _, w = part.partition(":")
-        name = name.strip().lower()
-        if name not in DIFFICULTIES:
-            raise MixError(f"unknown level {name!r} in {spec!r}; expected {', '.join(DIFFICULTIES)}")
-        try:
-            weight = float(w) if w else 1.0
-        except ValueError:
-            raise MixError(f"weight {w!r} of {name!r} is not a number") from None
-        if weight < 0 or weight != weight:
-            raise MixError(f"weight of {name!r} must be >= 0, got {w}")
-        out[name] = out.get(name, 0.0) + weight
-    total = sum(out.values())
-    if not out or total <= 0:
-        raise MixError(f"{spec!r} gives no positive weight")
-    return {k: v / total for k, v in out.items()}
-
-
-def allocate(count: int, mix: dict[str, float]) -> dict[str, int]:
-    """Largest-remainder apportionment of ``count`` items to the levels of ``mix``."""
-    raw = {k: count * w for k, w in mix.items()}
-    alloc = {k: int(v) for k, v in raw.items()}
-    rest = count - sum(alloc.values())
-    for k in sorted(raw, key=lambda k: (-(raw[k] - alloc[k]), k))[:rest]:
-        alloc[k] += 1
-    return alloc
-
-
-def generate_batch(count: int, mix: dict[str, float] | str, seed: int = 0, profile: str = "plain",
-                   exclude: set[str] | None = None,
-                   on_item: Callable[[int], None] | None = None) -> list[dict]:
-    """``count`` records. ``exclude``: fingerprints (``syllo_suite.validation_fingerprints``) that
-    must not appear."""
-    from syllo.puzzles import canonical_key_of, make_puzzle, render_record, user_text
-    from syllo.suite import _h, fingerprints_of_text
-
-    if count < 0:
-        raise ValueError(f"count must be >= 0, got {count}")
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
-    if isinstance(mix, str):
-        mix = parse_mix(mix)
-    alloc = allocate(count, mix)
-    order = [d for d, n in alloc.items() for _ in range(n)]
-    random.Random(f"syllo-batch:{seed}:order").shuffle(order)
-    exclude = exclude or set()
-    seen: set[str] = set()
-    out: list[dict] = []
-    for i, difficulty in enumerate(order):
-        for attempt in range(1000):
-            rng = random.Random(f"syllo-batch:{seed}:{i}:{attempt}")
-            pz = make_puzzle(rng, difficulty)
-            key = canonical_key_of(pz)
-            if key in seen:
-                continue
-            if exclude and ((_h("k:", key) in exclude) or (fingerprints_of_text(user_text(pz)) & exclude)):
-                continue
-            break
-        else:  # pragma: no cover - would need a near-exhausted puzzle space
-            raise RuntimeError(f"item {i}: no new {difficulty} puzzle after 1000 draws")
-        seen.add(key)
-        out.append(render_record(pz, profile, index=i, seed=seed))
-        if on_item:
-            on_item(i)
-    return out
+__all__ = ["PROFILES", "MixError", "parse_mix", "allocate", "generate_batch", "write_jsonl_atomic",
+           "syllo_command"]
 
 
 def write_jsonl_atomic(path: Path, records: Iterable[dict]) -> None:
@@ -127,21 +61,31 @@ def write_jsonl_atomic(path: Path, records: Iterable[dict]) -> None:
 @click.option("--base-dir", type=click.Path(file_okay=False), default=None,
               help="Runtime base dir (its data/validation/ is excluded).")
 @click.option("--no-exclude-validation", is_flag=True, help="Do not re-draw puzzles of the validation suite.")
+@click.option("--unique", is_flag=True,
+              help="Never emit a puzzle recorded in <base>/data/generated/.fingerprints; record the new ones.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on for >= 500 items on a TTY).")
 def syllo_command(count: int, difficulty: str, seed: int, profile: str, output: str, base_dir: str | None,
-                  no_exclude_validation: bool, progress: bool | None) -> None:
+                  no_exclude_validation: bool, unique: bool, progress: bool | None) -> None:
     """Generate syllogism puzzles with computed answers as chat JSONL."""
     from foundation.paths import Paths
+    from syllo.batch import fingerprints_of_records
+    from syllo.fingerprint_record import FingerprintRecord
     from syllo.suite import REPO_SUITE_DIR, validation_fingerprints
 
     try:
         mix = parse_mix(difficulty)
     except MixError as e:
         raise click.BadParameter(str(e), param_hint="--difficulty")
+    path = Path(output)
+    if output != "-" and path.suffix != ".jsonl":
+        raise click.BadParameter(f"{output}: the output must be a .jsonl file", param_hint="--output")
+    paths = Paths.from_base(base_dir)
     exclude: set[str] = set()
     if not no_exclude_validation:
-        paths = Paths.from_base(base_dir)
         exclude = validation_fingerprints(paths.validation) | validation_fingerprints(REPO_SUITE_DIR)
+    record = FingerprintRecord.for_base(paths.base) if unique else None
+    if record is not None:
+        exclude |= record.load()
     bar = None
     if progress or (progress is None and count >= 500):
         from tqdm import tqdm
@@ -153,15 +97,14 @@ def syllo_command(count: int, difficulty: str, seed: int, profile: str, output: 
     finally:
         if bar is not None:
             bar.close()
+    if record is not None:  # before the file is visible: see syllo.fingerprint_record
+        record.add(fingerprints_of_records(recs))
     if output == "-":
         out = sys.stdout
         for r in recs:
             out.write(json.dumps(r, ensure_ascii=False) + "\n")
         out.flush()
         return
-    path = Path(output)
-    if path.suffix != ".jsonl":
-        raise click.BadParameter(f"{output}: the output must be a .jsonl file", param_hint="--output")
     write_jsonl_atomic(path, recs)
     counts: dict[str, int] = {}
     for r in recs:

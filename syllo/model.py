@@ -24,8 +24,10 @@ expert     4..5          2..3         yes        50%        60%         50%
 ``chain`` is the number of premises on the path from subject to predicate; ``converted`` means a
 no/some premise is stated in converted order ("No B are A" for no A B), which needs a conversion
 step to use; ``paraphrase`` uses alternative phrasings ("Not all A are B", "Each of the A is among
-the B"). Half the puzzles of every level are negatives (invalid / nothing follows). Semantics
-are modern (terms may be empty; see ``syllo.logic``).
+the B"). Half the puzzles of every level are negatives (invalid / nothing follows), and the
+generator balances answers within every question template (``syllo.balance``), so the question's
+wording alone predicts nothing. Semantics are modern (terms may be empty, no existential import;
+see ``syllo.logic``), and every prompt says so (``syllo.rendering.READING_NOTE``).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 
 from syllo.logic import Stmt
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 NONSENSE_TERMS = (
     "wugs zorps blickets daxes feps glorbs flims bloops razzies lazzies toves snarks grobs kips mibs "
@@ -71,8 +73,9 @@ INVALID_PATTERNS = ("illicit_conversion", "two_negatives", "two_particulars", "e
 # the invalid patterns that leave nothing to conclude about the chain's ends (usable for derive)
 CHAIN_BREAKING = ("illicit_conversion", "two_negatives", "two_particulars", "broken_chain")
 LEVELS: dict[str, Level] = {
+    # easy has ferio/baroco so that "some S are not P?" can be valid too (balanced answers per template)
     "easy": Level((2, 2), (0, 0), False, 0.0, 0.0, 0.0, 0.0,
-                  ("barbara_chain", "celarent_chain", "darii_chain"),
+                  ("barbara_chain", "celarent_chain", "darii_chain", "ferio_chain", "baroco_chain"),
                   ("illicit_conversion", "two_negatives", "converse_conclusion", "too_strong")),
     "medium": Level((2, 3), (0, 1), True, 0.25, 0.0, 0.0, 0.2, VALID_PATTERNS,
                     ("illicit_conversion", "two_negatives", "two_particulars", "converse_conclusion",

@@ -3,6 +3,7 @@ canonical key of a puzzle found in a prompt (``parse_core``; the validation-suit
 compare these keys)."""
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Sequence
 
@@ -14,6 +15,12 @@ def canonical_key(premises: Sequence[Stmt], question: str) -> str:
     """A puzzle's identity: its premises as a set (order and phrasing do not matter) and its
     question (``judge:<q>|<s>|<p>`` or ``derive:<s>|<p>``)."""
     return "P:" + ";".join(sorted("|".join(st.as_list()) for st in premises)) + "#Q:" + question
+
+
+def key_fingerprint(key: str) -> str:
+    """The fingerprint of a canonical key: ``k:`` + sha256 (the leak guard and the generators'
+    record of what they emitted compare these)."""
+    return "k:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 _WORD = r"([a-z][a-z\-]*)"

@@ -16,8 +16,9 @@ from syllo.construction import PuzzleRejected, make_puzzle
 from syllo.logic import NEGATION, Stmt
 from syllo.model import DIFFICULTIES, GENERATOR_VERSION, LEVELS, NOTHING, PHRASES, Level, Puzzle
 from syllo.parsing import parse_core, parse_statement
-from syllo.rendering import (PROFILE_NAMES, assistant_text, canonical_key_of, core_text, expected_answer,
-                             normalize_text, puzzle_id, regime3_answer, user_text)
+from syllo.rendering import (PROFILE_NAMES, READING_NOTE, assistant_text, canonical_key_of, core_text,
+                             expected_answer, normalize_text, puzzle_id, question_template, regime3_answer,
+                             user_text)
 
 
 def render_record(pz: Puzzle, profile: str = "plain", index: int = 0, seed: int | None = None) -> dict:
@@ -43,10 +44,12 @@ def render_record(pz: Puzzle, profile: str = "plain", index: int = 0, seed: int 
         "conclusion_phrasing": pz.conclusion_phrasing,
         "subject": pz.subject or None, "predicate": pz.predicate or None,
         "chain_length": pz.chain_length, "n_premises": len(pz.premises),
+        "premise_forms": "+".join(sorted(st.q for st in pz.premises)),
         "chain_indices": pz.chain_indices, "distractor_indices": pz.distractor_indices,
         "n_distractors": len(pz.distractor_indices), "converted_indices": pz.converted_indices,
         "paraphrased": any(pz.phrasing) or bool(pz.conclusion_phrasing), "n_terms": len(pz.terms),
-        "shuffled": LEVELS[pz.difficulty].shuffle, "certificate": pz.certificate,
+        "shuffled": LEVELS[pz.difficulty].shuffle, "template": question_template(pz),
+        "certificate": pz.certificate,
     }
     if seed is not None:
         meta["seed"], meta["index"] = seed, index
@@ -89,4 +92,5 @@ def dumps_record(rec: dict) -> str:
 __all__ = ["Puzzle", "Level", "LEVELS", "DIFFICULTIES", "PHRASES", "GENERATOR_VERSION", "PuzzleRejected",
            "make_puzzle", "render_record", "rerender_record", "puzzle_from_metadata", "dumps_record",
            "parse_statement", "parse_core", "canonical_key_of", "normalize_text", "core_text", "user_text",
-           "assistant_text", "regime3_answer", "expected_answer", "NOTHING", "NEGATION"]
+           "assistant_text", "regime3_answer", "expected_answer", "NOTHING", "NEGATION", "READING_NOTE",
+           "question_template"]

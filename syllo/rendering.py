@@ -4,12 +4,18 @@ identity (``canonical_key_of``, ``puzzle_id``)."""
 from __future__ import annotations
 
 import hashlib
+import re
 
 from syllo.logic import Stmt
 from syllo.model import NOTHING, PHRASES, Puzzle
 from syllo.parsing import canonical_key, parse_statement
 
 PROFILE_NAMES = ("plain", "emoji_think", "regime3")
+# The logic's reading, in every prompt: without it a pair such as "No grobs are skells." and "Every one
+# of the grobs is one of the skells." reads as a contradiction; with it, it says there are no grobs.
+READING_NOTE = ('Reading: a statement does not claim that its terms have members. "All X are Y" and "No X are Y" '
+                'are true when there are no X (so both together just mean that there are no X); '
+                '"Some X are Y" and "Some X are not Y" claim that at least one X exists.')
 JUDGE_INSTRUCTION = "Answer with one word: valid or invalid."
 DERIVE_INSTRUCTION = ('Answer with one statement ("all {s} are {p}", "no {s} are {p}", "some {s} are {p}" '
                       'or "some {s} are not {p}") or "nothing follows".')
@@ -30,6 +36,18 @@ def question_text(pz: Puzzle) -> str:
     return f"Question: What follows with {pz.subject} as subject and {pz.predicate} as predicate?"
 
 
+def blank_terms(text: str, s: str, p: str) -> str:
+    """``text`` with the whole words ``s`` and ``p`` replaced by X and Y (the question's template)."""
+    words = {s: "X", p: "Y"}
+    return re.sub(r"[A-Za-z][A-Za-z\-]*", lambda m: words.get(m.group(0), m.group(0)), text)
+
+
+def question_template(pz: Puzzle) -> str:
+    """The question's wording with its terms blanked: "Does it follow that some X are not Y?"."""
+    s, p = (pz.conclusion.s, pz.conclusion.p) if pz.kind == "judge" and pz.conclusion else (pz.subject, pz.predicate)
+    return blank_terms(question_text(pz).removeprefix("Question: "), s, p)
+
+
 def core_text(pz: Puzzle) -> str:
     """Premises + question: the part of the prompt that identifies the puzzle."""
     lines = ["Premises:"] + [f"{i}. {phrase(st, v)}." for i, (st, v) in enumerate(zip(pz.premises, pz.phrasing), 1)]
@@ -42,7 +60,7 @@ def user_text(pz: Puzzle, profile: str = "plain") -> str:
         instr = regime3_instruction(pz)
     else:
         instr = JUDGE_INSTRUCTION if pz.kind == "judge" else DERIVE_INSTRUCTION.format(s=pz.subject, p=pz.predicate)
-    return core_text(pz) + "\n" + instr
+    return core_text(pz) + "\n" + READING_NOTE + "\n" + instr
 
 
 def regime3_answer(answer: str) -> str:

@@ -6,32 +6,37 @@ The suite is generated once from a fixed seed (``SUITE_SEED``) by ``build_suite`
 ``syllo_validation_<version>.jsonl`` (plain-profile chat records with full syllo metadata) plus
 ``MANIFEST.json``::
 
-    {"suite": "syllo", "version": "v1", "seed": 20250501, "generator_version": 1,
+    {"suite": "syllo", "version": "v2", "seed": 20250501, "generator_version": 2,
      "counts": {"easy": 70, ...}, "n_items": 200,
-     "files": {"syllo_validation_v1.jsonl": {"sha256": "...", "items": 200}},
-     "created_by": "tools/data/syllo_suite.py build"}
+     "files": {"syllo_validation_v2.jsonl": {"sha256": "...", "items": 200}},
+     "wording_only_accuracy": {"easy": 0.5, ...}, "created_by": "tools/data/syllo_suite.py build"}
+
+Versions: v2 (current) balances answers within every difficulty and question template (v1's
+question wording alone predicted its answers well above chance) and its prompts state the logic's
+reading. Earlier versions stay readable in a subfolder named after the version
+(``data/validation/v1/``, with their own manifest): ``load_suite(suite_dir_for("v1"))``. The
+training engine reads only the top folder's ``*.jsonl`` (the current suite) for validation loss.
 
 It serves twice: the training engine computes validation loss on ``data/validation/*.jsonl``, and
 the automated tests score every checkpoint on it. Scores are only comparable on the same suite,
-so evaluations are stored under ``suite_version`` (``syllo-v1``), and ``load_suite`` refuses a
+so evaluations are stored under ``suite_version`` (``syllo-v2``), and ``load_suite`` refuses a
 suite whose files no longer match their manifest hashes.
 
-Leak guard: ``validation_fingerprints(dir)`` returns fingerprints of every suite item and
-``contains_validation_items(records, fingerprints)`` the indices of training records that contain
-one. A fingerprint is either ``k:`` + sha256 of the puzzle's canonical key (sorted premises +
-question, parsed back from the prompt text, so re-ordered premises, another profile's extra
-instructions or a different system prompt still match) or ``t:`` + sha256 of a user turn's
-whitespace/case-normalised text (for any non-syllo item a suite may hold).
+Leak guard: ``validation_fingerprints(dir)`` returns fingerprints of every suite item (archived
+versions included) and ``contains_validation_items(records, fingerprints)`` the indices of training
+records that contain one. A fingerprint is either ``k:`` + sha256 of the puzzle's canonical key
+(sorted premises + question, parsed back from the prompt text, so re-ordered premises, another
+profile's extra instructions or a different system prompt still match) or ``t:`` + sha256 of a
+user turn's whitespace/case-normalised text (for any non-syllo item a suite may hold).
 
-    python3 tools/data/syllo_suite.py build [--output data/validation] [--seed N]
-    python3 tools/data/syllo_suite.py verify [--dir data/validation]
+    python3 tools/data/syllo_suite.py build [--output data/validation] [--seed N] [--version v2]
+    python3 tools/data/syllo_suite.py verify [--dir data/validation] [--version v1]
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +44,13 @@ from typing import Any, Iterable
 
 
 from foundation.atomic_io import atomic_write_json, atomic_write_text
-from syllo.puzzles import (GENERATOR_VERSION, canonical_key_of, make_puzzle, normalize_text,
+from syllo.parsing import key_fingerprint
+from syllo.puzzles import (GENERATOR_VERSION, canonical_key_of, normalize_text,
                                       parse_core, puzzle_from_metadata, render_record)
 
 SUITE_NAME = "syllo"
-SUITE_VERSION = "v1"
+SUITE_VERSION = "v2"
+CURRENT_SUITE_VERSION = f"{SUITE_NAME}-{SUITE_VERSION}"  # what evaluations are stored under
 SUITE_SEED = 20250501
 SUITE_COUNTS = {"easy": 70, "medium": 60, "hard": 40, "expert": 30}
 MANIFEST = "MANIFEST.json"
@@ -96,27 +103,24 @@ def suite_file_name(version: str = SUITE_VERSION) -> str:
 
 def build_suite(output: str | os.PathLike = REPO_SUITE_DIR, seed: int = SUITE_SEED,
                 counts: dict[str, int] | None = None, version: str = SUITE_VERSION) -> dict:
-    """Generate the suite deterministically and write it with its manifest. Returns the manifest."""
+    """Generate the suite deterministically and write it with its manifest. Returns the manifest.
+
+    Items are drawn as the generator's (``syllo.batch.draw_items``, namespace ``syllo-suite``), so
+    within every difficulty and question template the answers are balanced exactly when the
+    level's count is even."""
+    from syllo.analysis import wording_only_scores
+    from syllo.batch import draw_items
     counts = dict(counts or SUITE_COUNTS)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
+    records: list[dict] = []
     seen: set[str] = set()
-    i = 0
     for difficulty, n in counts.items():
-        made = 0
-        while made < n:
-            rng = random.Random(f"syllo-suite:{seed}:{i}")
-            i += 1
-            # balanced answers: alternate valid / invalid within each difficulty
-            pz = make_puzzle(rng, difficulty, want_valid=(made % 2 == 0))
-            key = canonical_key_of(pz)
-            if key in seen:
-                continue
-            seen.add(key)
+        for pz in draw_items(seed, difficulty, n, namespace="syllo-suite", seen=seen):
             rec = render_record(pz, "plain", index=len(lines), seed=seed)
+            records.append(rec)
             lines.append(json.dumps(rec, ensure_ascii=False))
-            made += 1
     name = suite_file_name(version)
     atomic_write_text(out / name, "\n".join(lines) + "\n")
     manifest = {
@@ -124,10 +128,36 @@ def build_suite(output: str | os.PathLike = REPO_SUITE_DIR, seed: int = SUITE_SE
         "counts": counts, "n_items": len(lines),
         "files": {name: {"sha256": sha256_file(out / name), "items": len(lines)}},
         "created_by": "tools/data/syllo_suite.py build",
-        "notes": "Fixed validation suite: never train on it (the training daemon refuses files containing its items).",
+        "wording_only_accuracy": {k: v["accuracy"] for k, v in wording_only_scores(records).items()},
+        "notes": "Fixed validation suite: never train on it (the training daemon refuses files containing its items). "
+                 "Answers are balanced within every difficulty and question template; prompts state the "
+                 "logic's reading (no existential import).",
     }
     atomic_write_json(out / MANIFEST, manifest)
     return manifest
+
+
+def archived_suite_dirs(folder: str | os.PathLike = REPO_SUITE_DIR) -> list[Path]:
+    """Earlier suite versions kept readable under ``<suite dir>/<version>/`` (each with its manifest)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(d for d in folder.iterdir() if d.is_dir() and (d / MANIFEST).is_file())
+
+
+def suite_dir_for(version: str | None = None, folder: str | os.PathLike = REPO_SUITE_DIR) -> Path:
+    """The folder of suite ``version`` ("v1" or "syllo-v1"; None: the current one)."""
+    folder = Path(folder)
+    if version is None:
+        return folder
+    v = version.removeprefix(f"{SUITE_NAME}-")
+    if (folder / MANIFEST).is_file() and read_manifest(folder).get("version") == v:
+        return folder
+    cand = folder / v
+    if (cand / MANIFEST).is_file():
+        return cand
+    known = [read_manifest(d)["version"] for d in [folder, *archived_suite_dirs(folder)] if (d / MANIFEST).is_file()]
+    raise SuiteError(f"no suite version {version!r} under {folder} (known: {', '.join(known) or 'none'})")
 
 
 def read_manifest(folder: str | os.PathLike) -> dict:
@@ -262,17 +292,19 @@ def fingerprints_of_text(text: str) -> set[str]:
     fps = {_h("t:", normalize_text(text))}
     key = parse_core(text)
     if key is not None:
-        fps.add(_h("k:", key))
+        fps.add(key_fingerprint(key))
     return fps
 
 
 def validation_fingerprints(validation_dir: str | os.PathLike) -> set[str]:
-    """Fingerprints of every item in every ``*.jsonl`` of the folder (empty set when none)."""
+    """Fingerprints of every item in every ``*.jsonl`` of the folder and of the archived suite
+    versions in its subfolders (empty set when none): an old suite's items stay out of training,
+    so its scores stay meaningful for the models it measured."""
     folder = Path(validation_dir)
     fps: set[str] = set()
     if not folder.is_dir():
         return fps
-    for p in sorted(folder.glob("*.jsonl")):
+    for p in sorted(folder.rglob("*.jsonl")):
         with open(p, encoding="utf-8", errors="replace") as f:
             for line in f:
                 if not line.strip():
@@ -286,7 +318,7 @@ def validation_fingerprints(validation_dir: str | os.PathLike) -> set[str]:
                 meta = rec.get("metadata") if isinstance(rec, dict) else None
                 if isinstance(meta, dict) and meta.get("source") == "syllo":
                     try:
-                        fps.add(_h("k:", canonical_key_of(puzzle_from_metadata(meta))))
+                        fps.add(key_fingerprint(canonical_key_of(puzzle_from_metadata(meta))))
                     except ValueError:
                         pass
     return fps
@@ -322,15 +354,15 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--version", default=SUITE_VERSION)
     v = sub.add_parser("verify", help="check the suite against its manifest")
     v.add_argument("--dir", default=str(REPO_SUITE_DIR))
+    v.add_argument("--version", default=None, help="an archived version (e.g. v1) under --dir")
     a = ap.parse_args(argv)
     try:
         if a.cmd == "build":
             m = build_suite(a.output, seed=a.seed, version=a.version)
         else:
-            m = verify_suite(a.dir)
+            m = verify_suite(suite_dir_for(a.version, a.dir))
     except SuiteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(json.dumps(m, indent=2))
     return 0
-

@@ -27,7 +27,7 @@ def test_bad_inputs_quarantined_good_file_trained_second_daemon_refused(base_dir
                                       "device": "cpu", "per_device_batch_size": 2},
                          "data": {"max_line_bytes": 4096},
                          "daemon": {"heartbeat_interval": 0.5, "file_stable_seconds": 0.3}})
-    suite = (REPO / "data" / "validation" / "syllo_validation_v1.jsonl").read_text().splitlines()
+    suite = (REPO / "data" / "validation" / "syllo_validation_v2.jsonl").read_text().splitlines()
     (base / "data" / "validation" / "suite.jsonl").write_text("\n".join(suite[:4]) + "\n")
 
     with StatusPoller(base) as poller:

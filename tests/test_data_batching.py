@@ -120,3 +120,40 @@ def test_accelerate_sharding_covers_every_index(n):
     # the only repeats are accelerate's even_batches padding of the final step
     assert len(seen) - n < 2 * 4
     assert [len(b) for b in shards[0]] == [4] * len(shards[0])
+
+
+def test_pack_collator_rows_positions_and_boundary_labels():
+    from trainer.data.batching import PackCollator, packing_supported
+    out = PackCollator()([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]},
+                          {"input_ids": [8, 9], "labels": [8, 9]}])
+    assert out["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
+    assert out["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    # the first token of each example is never a target (the previous example must not predict it)
+    assert out["labels"].tolist() == [[-100, 6, 7, -100, 9]]
+    assert "attention_mask" not in out
+    assert packing_supported("flash_attention_2") and packing_supported("flex_attention")
+    assert not packing_supported("sdpa") and not packing_supported("eager") and not packing_supported(None)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_examples_do_not_attend_to_each_other(tiny_model_dir, attn):
+    """Transformers 5 turns packed position_ids (no attention_mask) into a block-diagonal mask:
+    each example's logits in the packed row equal its logits run alone."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trainer.data.batching import PackCollator
+    from trainer.data.tokenization import tokenize_example
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=attn).eval()
+    feats = [tokenize_example(tok, {"messages": [{"role": "user", "content": q},
+                                                 {"role": "assistant", "content": q.upper()}]}, max_length=64)
+             for q in ("alpha beta", "gamma delta epsilon zeta eta", "theta")]
+    packed = PackCollator()(feats)
+    with torch.no_grad():
+        row = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits[0]
+        start = 0
+        for f in feats:
+            n = len(f["input_ids"])
+            alone = model(input_ids=torch.tensor([f["input_ids"]]), use_cache=False).logits[0]
+            assert torch.allclose(row[start:start + n], alone, atol=1e-5), f"example at {start} saw its neighbours"
+            start += n

@@ -78,6 +78,11 @@ def test_30_steps_lower_loss_and_write_complete_checkpoints(base_dir):
     final = AutoModelForCausalLM.from_pretrained(res.final_model_dir)
     assert final.config.model_type == "qwen3"
     assert res.tokens > 0 and res.metrics["pad_share"] < 0.2
+    # peak memory per job: in the result (the daemon copies metrics into x.result.json) and the status
+    assert res.metrics["peak_rss_bytes"] > 50 * 2**20 and res.to_dict()["metrics"]["peak_rss_bytes"] > 0
+    assert res.metrics["packed"] is False  # sdpa on CPU: length-grouped padding, not packing
+    status = json.loads((base_dir / "status/training_status.json").read_text())
+    assert status["peak_rss_bytes"] > 50 * 2**20 and "peak_cuda_bytes" in status
 
 
 def test_resume_continues_step_count_and_ignores_incomplete_checkpoint(base_dir):
@@ -228,3 +233,36 @@ def test_overlong_example_under_policy_fail_names_its_line(base_dir):
         TrainerEngine().run_job(_job(base_dir, data, base_dir / "models/checkpoints/long",
                                      **{"data.overlong_policy": "fail"}))
     assert [(e["line"], e["reason"]) for e in ei.value.report["errors"]] == [(4, "overlong")]
+
+
+def _batch(tok, n: int, seed: int):
+    from trainer.data.tokenization import tokenize_example
+    return [tokenize_example(tok, r, max_length=128, loss_on="assistant")
+            for r in chat_records(n, seed=seed, max_words=20)]
+
+
+def test_label_only_loss_and_grads_equal_the_models_own(tiny_model_dir):
+    """The engine's loss (logits at label positions only) is the model's loss, padded or packed."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trainer.data.batching import PackCollator, PadCollator
+    from trainer.engine.loss import label_only_loss
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    feats = _batch(tok, 5, seed=11)
+    padded = PadCollator(tok.pad_token_id)(feats)
+    n_items = (padded["labels"][:, 1:] != -100).sum()
+
+    def loss_and_grad(fn):
+        model.zero_grad(set_to_none=True)
+        loss = fn()
+        loss.backward()
+        return loss.item(), model.get_output_embeddings().weight.grad.clone()
+
+    ref, ref_g = loss_and_grad(lambda: model(**padded, num_items_in_batch=n_items, use_cache=False).loss)
+    ours, ours_g = loss_and_grad(lambda: label_only_loss(model, padded, n_items))
+    packed, packed_g = loss_and_grad(lambda: label_only_loss(model, PackCollator()(feats), n_items))
+    mean = label_only_loss(model, padded, None).item()
+    assert ours == pytest.approx(ref, abs=1e-5) and packed == pytest.approx(ref, abs=1e-5)
+    assert mean == pytest.approx(model(**padded, use_cache=False).loss.item(), abs=1e-5)
+    assert torch.allclose(ours_g, ref_g, atol=1e-5) and torch.allclose(packed_g, ref_g, atol=1e-5)

@@ -20,6 +20,7 @@ import pytest
 
 from foundation.model_db import ModelDB
 from foundation.paths import Paths
+from syllo.suite import CURRENT_SUITE_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 N_ITEMS = 60
@@ -140,7 +141,7 @@ def test_trained_beats_base_ranked_first_damaged_flagged(base_dir, tiny_model_di
 
     rel = lambda p: p.relative_to(base_dir).as_posix()  # noqa: E731
     db = ModelDB(paths.model_db, base_dir=base_dir)
-    evals = {e["checkpoint_path"]: e for e in db.latest_evaluations("syllo-v1")}
+    evals = {e["checkpoint_path"]: e for e in db.latest_evaluations(CURRENT_SUITE_VERSION)}
     assert set(evals) == {rel(base_ck), rel(trained), rel(damaged)}  # the incomplete folder is ignored
     assert db.get_checkpoint(incomplete) is None
     t, b, d = evals[rel(trained)], evals[rel(base_ck)], evals[rel(damaged)]
@@ -157,7 +158,7 @@ def test_trained_beats_base_ranked_first_damaged_flagged(base_dir, tiny_model_di
         assert key in st, key
     assert st["state"] == "stopped" and st["evaluated_total"] == 3
     assert [e["checkpoint"] for e in st["errors"]] == [rel(broken)]  # reported, and the others still ran
-    assert st["suite_version"] == "syllo-v1" and st["n_suite_items"] == N_ITEMS and st["pid"] == proc.pid
+    assert st["suite_version"] == CURRENT_SUITE_VERSION and st["n_suite_items"] == N_ITEMS and st["pid"] == proc.pid
     lr = st["last_result"]
     for key in ("checkpoint", "global_step", "accuracy", "n_items", "n_correct", "by_difficulty", "validation_loss",
                 "ece", "duration_s", "evaluated_at", "n_failures", "failures"):

@@ -36,6 +36,7 @@ def test_drop_to_served_through_start_and_stop_scripts(base_dir, tmp_path):
     cfg["inference"] = {"port": port}
     cfg["evaluation"] = {"max_items": 24, "max_new_tokens": 8, "interval": 1.0}
     cfg["deployment"] = {"interval": 1.0}
+    cfg["autonomy"] = {"datagen_enabled": False}  # only the dropped file is trained here
     cfg_path.write_text(json.dumps(cfg))
     env = {**os.environ, "PYTHON": sys.executable}
     started = subprocess.run(["bash", str(REPO / "scripts/start_all.sh"), "--no-setup", "--base-dir", str(base_dir)],

@@ -180,3 +180,24 @@ def test_queue_cli_runs_by_path(base_dir):
                           "--base-dir", str(base_dir)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["recently_completed"] == 0
+
+
+def test_corrections_train_after_high_and_before_normal(store):
+    """The self-correction loop writes queue/corrections/*.jsonl itself (no record): the daemon adopts
+    and claims them right after high-priority files, and a requeue keeps them at that level."""
+    p = store.paths
+    store.enqueue(_good(p.inbox / "n1.jsonl"), "normal", source="test")
+    store.enqueue(_good(p.inbox / "h1.jsonl"), "high", source="test")
+    _good(p.queue_dir("corrections") / "corr-1.jsonl", seed=5)
+    order = []
+    while (e := store.next_to_claim()) is not None:
+        order.append(e.name)
+        store.claim(e)
+        if e.name == "corr-1.jsonl":
+            assert store.read_record("corr-1.jsonl")["priority"] == "corrections"
+            store.requeue("corr-1.jsonl", head=True)
+            assert (p.queue_dir("corrections") / "corr-1.jsonl").exists()
+            store.claim(store.next_to_claim())
+        os.replace(p.processing / e.name, p.completed / e.name)
+    assert order == ["h1.jsonl", "corr-1.jsonl", "n1.jsonl"]
+    assert store.counts()["corrections"] == 0

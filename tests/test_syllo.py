@@ -25,9 +25,9 @@ import pytest
 
 from syllo.generator import allocate, generate_batch, parse_mix, MixError
 from syllo.puzzles import LEVELS, PHRASES
-from syllo.suite import (MANIFEST, REPO_SUITE_DIR, build_suite, contains_validation_items,
-                                    file_contains_validation_items, load_suite, read_manifest, sha256_file,
-                                    validation_fingerprints, verify_suite, SuiteError)
+from syllo.suite import (CURRENT_SUITE_VERSION, MANIFEST, REPO_SUITE_DIR, build_suite, contains_validation_items,
+                         file_contains_validation_items, load_suite, read_manifest, sha256_file, suite_dir_for,
+                         validation_fingerprints, verify_suite, SuiteError)
 
 REPO = Path(__file__).resolve().parents[1]
 QS = ("all", "no", "some", "some_not")
@@ -287,12 +287,18 @@ def test_committed_suite_matches_manifest_and_its_seed(tmp_path):
     for name, info in manifest["files"].items():
         assert rebuilt["files"][name]["sha256"] == info["sha256"] == sha256_file(REPO_SUITE_DIR / name)
     suite = load_suite(REPO_SUITE_DIR)
-    assert suite.version == "syllo-v1" and len(suite.items) == manifest["n_items"]
+    assert suite.version == CURRENT_SUITE_VERSION == "syllo-v2" and len(suite.items) == manifest["n_items"]
     assert Counter(it.difficulty for it in suite.items) == manifest["counts"]
     for it in suite.items:
         verify_puzzle(it.meta)
     sub = load_suite(REPO_SUITE_DIR, max_items=40)
     assert Counter(it.difficulty for it in sub.items) == {"easy": 10, "medium": 10, "hard": 10, "expert": 10}
+    # the previous version stays readable (and verified) in its own folder
+    v1 = load_suite(suite_dir_for("syllo-v1"))
+    assert v1.version == "syllo-v1" and v1.dir == REPO_SUITE_DIR / "v1" and len(v1.items) == 200
+    assert suite_dir_for("v2") == REPO_SUITE_DIR
+    with pytest.raises(SuiteError, match="known: v2, v1"):
+        suite_dir_for("v9")
 
 
 def test_a_modified_suite_is_refused(tmp_path):
@@ -345,3 +351,80 @@ def test_generator_never_emits_a_validation_item(tmp_path):
     assert contains_validation_items(again, fps) == []
     assert [r["metadata"]["id"] for r in again[25:]] == [r["metadata"]["id"] for r in first[25:]]
     assert len({r["metadata"]["id"] for r in generate_batch(600, "easy", seed=0)}) == 600  # no duplicates
+
+
+# ------------------------------------------------------------------ reasoning, not wording
+def test_wording_alone_predicts_nothing_on_the_suite_and_on_batches():
+    """The majority answer per question template (terms blanked), fitted on the very items it is
+    scored on, must not beat chance + 5 points per difficulty; v1 shows the check can fail."""
+    from syllo.analysis import wording_only_scores
+    suite = [it.record for it in load_suite(REPO_SUITE_DIR).items]
+    sets = {"suite v2": suite,
+            "batch": generate_batch(800, "easy:0.25,medium:0.25,hard:0.25,expert:0.25", seed=41),
+            "odd batch": generate_batch(301, "easy:0.4,medium:0.3,hard:0.2,expert:0.1", seed=42, profile="regime3")}
+    for name, recs in sets.items():
+        scores = wording_only_scores(recs)
+        assert set(scores) == {"easy", "medium", "hard", "expert", "all"}, name
+        for level, sc in scores.items():
+            assert sc["accuracy"] <= sc["chance"] + 0.05, (name, level, sc)
+    assert read_manifest(REPO_SUITE_DIR)["wording_only_accuracy"]["all"] == 0.5
+    v1 = wording_only_scores([it.record for it in load_suite(suite_dir_for("v1")).items])
+    assert max(sc["accuracy"] for sc in v1.values()) > 0.6  # the old suite's wording did give answers away
+    # balance is per template, not only per level: every judge template and the derive one occur
+    templates = Counter(r["metadata"]["template"] for r in sets["batch"])
+    assert "Does it follow that some X are not Y?" in templates and "Does it follow that not all X are Y?" in templates
+    assert "What follows with X as subject and Y as predicate?" in templates
+
+
+def test_the_logic_reading_is_stated_where_contradiction_like_premises_appear():
+    from trainer.profiles import get_profile
+    from syllo.puzzles import READING_NOTE
+    assert "there are no X" in READING_NOTE and "at least one X exists" in READING_NOTE
+    emo = get_profile("emoji_think")
+    seen_pairs = 0
+    for profile in ("plain", "emoji_think", "regime3"):
+        for i, rec in enumerate(generate_batch(300, "hard:0.5,expert:0.5", seed=8, profile=profile)):
+            text = rec["messages"][0]["content"]
+            if profile == "emoji_think":
+                text = emo.transform_example(rec, i, None)["messages"][0]["content"]
+            assert READING_NOTE in text
+            prem = {tuple(x) for x in rec["metadata"]["premises"]}
+            # "All A are B" next to "No A are B" (or the some/some_not converse) reads as a
+            # contradiction to a person; the note in the same prompt says what it means
+            seen_pairs += any(("no", s, p) in prem or ("no", p, s) in prem for q, s, p in prem if q == "all")
+    assert seen_pairs > 0  # such distractors do occur, and each one came with the note
+
+
+def test_items_derive_from_seed_difficulty_index_and_the_record_prevents_repeats(tmp_path):
+    from syllo.batch import fingerprints_of_records
+    from syllo.fingerprint_record import FingerprintRecord
+    easy_only = generate_batch(30, "easy", seed=5)
+    mixed = generate_batch(60, "easy:0.5,hard:0.5", seed=5)
+    ids = lambda recs: {r["metadata"]["id"] for r in recs if r["metadata"]["difficulty"] == "easy"}  # noqa: E731
+    assert ids(easy_only) == ids(mixed)  # item j of the easy stream is the same whatever the mix
+    record = FingerprintRecord(tmp_path / "generated" / ".fingerprints")
+    assert record.add(fingerprints_of_records(easy_only)) == 30 and record.add(fingerprints_of_records(easy_only)) == 0
+    again = generate_batch(60, "easy:0.5,hard:0.5", seed=5, exclude=record.load())
+    assert not fingerprints_of_records(again) & record.load()
+    assert Counter(r["metadata"]["answer"] for r in again if r["metadata"]["difficulty"] == "easy") == \
+        {"valid": 15, "invalid": 15}  # re-drawn for the same targets: still balanced
+    # a torn last line (a writer killed mid-append) is ignored, and the next append starts a new line
+    with open(record.path, "a") as f:
+        f.write("k:0123")
+    assert len(record.load()) == 30
+    assert record.add(fingerprints_of_records(again)) == 60 and len(record.load()) == 90
+
+
+def test_pattern_filter_generates_more_of_a_pattern():
+    recs = generate_batch(12, "hard", seed=3, patterns={"pattern": ["two_negatives", "too_strong"]})
+    assert {r["metadata"]["pattern"] for r in recs} <= {"two_negatives", "too_strong"} and len(recs) == 12
+    tpl = "Does it follow that some X are not Y?"
+    recs = generate_batch(10, "medium", seed=3, patterns={"template": tpl, "n_premises": 3})
+    assert all(r["metadata"]["template"] == tpl and r["metadata"]["n_premises"] == 3 for r in recs)
+    assert Counter(r["metadata"]["answer"] for r in recs) == {"valid": 5, "invalid": 5}
+    recs = generate_batch(6, "expert", seed=3, patterns=lambda m: m["kind"] == "derive")
+    assert all(r["metadata"]["kind"] == "derive" for r in recs)
+    with pytest.raises(ValueError, match="difficulties with the mix"):
+        generate_batch(2, "easy", patterns={"difficulty": "hard"})
+    with pytest.raises(RuntimeError, match="no puzzle matching the pattern filter"):
+        generate_batch(1, "easy", patterns={"pattern": "no_such_pattern"}, max_attempts=60)

@@ -32,7 +32,7 @@ import click
 from core.daemon.context import LOCK_NAME, STATUS_NAME
 from core.daemon.control_flags import clear_flag, write_flag
 from foundation.paths import Paths
-from foundation.single_instance import running_pid
+from foundation.single_instance import pid_alive, running_pid
 from foundation.status_io import parse_iso, read_status
 
 
@@ -131,6 +131,33 @@ def _eta(sec) -> str:
     return f"{sec // 3600}h{sec % 3600 // 60:02d}m" if sec >= 3600 else f"{sec // 60}m{sec % 60:02d}s"
 
 
+STALE_AFTER_S = 60.0  # a status heartbeat older than this is marked STALE (as the health check does)
+
+
+def gap_verdict(gap: float | None) -> str | None:
+    """The seed's thresholds on validation - train loss: < 0.3 generalising, 0.3-0.5 watch, > 0.5 overfitting."""
+    if gap is None:
+        return None
+    return "generalising" if gap < 0.3 else ("watch" if gap <= 0.5 else "overfitting")
+
+
+def heartbeats(paths: Paths) -> dict[str, dict]:
+    """Per process, from every status file with a heartbeat: pid, age, alive, stale."""
+    out = {}
+    now = time.time()
+    for f in sorted(paths.status.glob("*.json")):
+        doc = read_status(f) or {}
+        key = "daemon_heartbeat_at" if "daemon_heartbeat_at" in doc else "heartbeat_at"
+        try:
+            age = now - parse_iso(doc[key]).timestamp()
+        except (KeyError, TypeError, ValueError):
+            continue
+        alive = pid_alive(doc.get("pid"))
+        out[f.stem] = {"pid": doc.get("pid"), "age_s": round(age, 1), "alive": alive,
+                       "stale": age > STALE_AFTER_S or not alive}
+    return out
+
+
 def summary(paths: Paths) -> dict:
     st = _status(paths)
     pid = running_pid(paths.pids, LOCK_NAME)
@@ -139,6 +166,11 @@ def summary(paths: Paths) -> dict:
     doc["daemon_pid"] = pid
     if pid is None:
         doc["state"] = "stopped"
+    gap = st.get("val_train_gap")
+    if gap is None and isinstance(st.get("validation_loss"), (int, float)) and isinstance(st.get("loss"), (int, float)):
+        gap = round(st["validation_loss"] - st["loss"], 6)
+    doc["val_train_gap"], doc["gap_verdict"] = gap, gap_verdict(gap)
+    doc["heartbeats"] = heartbeats(paths)
     return doc
 
 
@@ -168,6 +200,13 @@ def status_command(base_dir: str | None, as_json: bool) -> None:
         lines.append(f"file:     - (lineage at global step {doc.get('lineage_global_step', 0)})")
     lines.append("queue:    " + ", ".join(f"{k} {q.get(k, 0)}" for k in
                                           ("high", "normal", "low", "processing", "failed", "recently_completed")))
+    if doc.get("val_train_gap") is not None:
+        lines.append(f"gap:      validation - train = {doc['val_train_gap']:.3f}: {doc['gap_verdict']} "
+                     "(< 0.3 generalising, 0.3-0.5 watch, > 0.5 overfitting)")
+    for name, hb in (doc.get("heartbeats") or {}).items():
+        mark = "  STALE" if hb["stale"] else ""
+        lines.append(f"beat:     {name:<22} pid {hb['pid']} {'alive' if hb['alive'] else 'not running'}, "
+                     f"heartbeat {hb['age_s']:.0f}s ago{mark}")
     if doc.get("last_completed"):
         lc = doc["last_completed"]
         lines.append(f"last ok:  {lc.get('file')} at global step {lc.get('global_step')} ({lc.get('at')})")

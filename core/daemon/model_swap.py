@@ -4,9 +4,12 @@ Why: every other process (evaluators, the server's deploy path, the next job) re
 current_model/ at any moment, so it must never be half-written or missing. The new weights are
 staged beside it (``models/.current_model.new-*``: hard links to the job's exported ``final/``,
 copies across file systems), checked (config parses, every safetensors file is complete), and
-then swapped in with one ``renameat2(RENAME_EXCHANGE)``; the previous model is kept until the
-swap is done. Where the kernel cannot exchange, it is rename-old-aside / rename-new-in, and
-``recover`` repairs an interrupted swap on the next start.
+then swapped in with one ``renameat2(RENAME_EXCHANGE)``. Where the kernel cannot exchange, it is
+rename-old-aside / rename-new-in, and ``recover`` repairs an interrupted swap on the next start.
+
+The model it replaced is kept as ``models/current_model.previous/`` (a backup: ``trainctl backup``
+and a person can go back to it); the older previous is deleted only after the new swap succeeded.
+A crash at any point leaves either the old or the new previous, never neither.
 
 ``lineage.json`` inside the model folder records the global step those weights reached, so the
 step counter and the weights can never disagree after a crash.
@@ -28,6 +31,8 @@ from foundation.status_io import utc_now_iso
 LINEAGE_FILE = "lineage.json"
 STAGING_PREFIX = ".current_model.new-"
 OLD_NAME = ".current_model.old"
+PREVIOUS_NAME = "current_model.previous"
+PREVIOUS_TRASH = ".current_model.previous.deleting-"
 HISTORY_KEEP = 100
 
 
@@ -123,13 +128,14 @@ def install_model(paths: Paths, src_dir: str | os.PathLike, lineage: dict) -> Pa
         fsync_dir(staging)
         if current.exists():
             if exchange(staging, current):
-                shutil.rmtree(staging, ignore_errors=True)  # staging now holds the previous model
+                displaced = staging  # staging now holds the previous model
             else:
-                old = paths.models / OLD_NAME
-                shutil.rmtree(old, ignore_errors=True)
-                os.rename(current, old)
+                displaced = paths.models / OLD_NAME
+                shutil.rmtree(displaced, ignore_errors=True)
+                os.rename(current, displaced)
                 os.rename(staging, current)
-                shutil.rmtree(old, ignore_errors=True)
+            fsync_dir(paths.models)
+            keep_previous(paths, displaced)
         else:
             os.rename(staging, current)
         fsync_dir(paths.models)
@@ -137,6 +143,30 @@ def install_model(paths: Paths, src_dir: str | os.PathLike, lineage: dict) -> Pa
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return current
+
+
+def keep_previous(paths: Paths, displaced: Path) -> None:
+    """Make ``displaced`` (the model just replaced) ``models/current_model.previous``. The older
+    previous is renamed to a trash name first and removed last, so a crash leaves one of the two."""
+    if not has_weights(displaced):  # an empty current_model (a fresh checkout) is no backup
+        shutil.rmtree(displaced, ignore_errors=True)
+        return
+    prev = paths.models / PREVIOUS_NAME
+    trash = paths.models / f"{PREVIOUS_TRASH}{os.getpid()}-{time.time_ns()}"
+    if prev.exists():
+        os.rename(prev, trash)
+    os.rename(displaced, prev)
+    fsync_dir(paths.models)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _displaced_by_swap(folder: Path, current: Path) -> bool:
+    """Whether a staging folder is the model a finished exchange displaced (complete, and installed
+    before the current one), rather than a new model whose swap never happened."""
+    if not has_weights(folder) or not has_weights(current):
+        return False
+    mine, now = read_lineage(folder).get("installed_at"), read_lineage(current).get("installed_at")
+    return bool(mine and now and mine < now)
 
 
 def recover(paths: Paths) -> list[str]:
@@ -147,10 +177,22 @@ def recover(paths: Paths) -> list[str]:
     if not current.exists() and old.exists():
         os.rename(old, current)
         done.append(f"restored {current} from {old}")
-    elif old.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        done.append(f"removed {old}")
+    elif old.exists():  # the swap finished: the old model becomes the previous one
+        keep_previous(paths, old)
+        done.append(f"kept {old.name} as {PREVIOUS_NAME}")
     for p in paths.models.glob(STAGING_PREFIX + "*"):
-        shutil.rmtree(p, ignore_errors=True)
-        done.append(f"removed incomplete staging folder {p.name}")
+        if current.exists() and _displaced_by_swap(p, current):
+            keep_previous(paths, p)
+            done.append(f"kept the model displaced by an interrupted swap ({p.name}) as {PREVIOUS_NAME}")
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+            done.append(f"removed incomplete staging folder {p.name}")
+    if (paths.models / PREVIOUS_NAME).exists():
+        for p in paths.models.glob(PREVIOUS_TRASH + "*"):
+            shutil.rmtree(p, ignore_errors=True)
+            done.append(f"removed {p.name}")
+    else:  # crashed between the two renames of keep_previous: the trash is the only backup left
+        for p in sorted(paths.models.glob(PREVIOUS_TRASH + "*"))[-1:]:
+            os.rename(p, paths.models / PREVIOUS_NAME)
+            done.append(f"restored {PREVIOUS_NAME} from {p.name}")
     return done

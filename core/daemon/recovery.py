@@ -12,7 +12,7 @@ from core.daemon.model_swap import recover as recover_models
 from core.daemon.outcomes import finish_success, requeue
 from core.daemon.status import note_error
 from core.jobqueue.store import RECORD_SUFFIX
-from foundation.paths import PRIORITIES
+from foundation.paths import QUEUE_LEVELS
 
 
 def recover(ctx: DaemonContext) -> None:
@@ -35,5 +35,5 @@ def recover(ctx: DaemonContext) -> None:
     # Records whose file is no longer in an active folder are leftovers of a crash mid-move.
     for rp in ctx.store.jobs_dir.glob("*" + RECORD_SUFFIX):
         name = rp.name[: -len(RECORD_SUFFIX)]
-        if ctx.store.find(name, (*PRIORITIES, "processing")) is None:
+        if ctx.store.find(name, (*QUEUE_LEVELS, "processing")) is None:
             rp.unlink(missing_ok=True)

@@ -4,6 +4,7 @@
   pid, daemon_pid       the daemon's PID (``trainer_pid`` is the trainer child's)
   state                 starting | idle | training | paused | stopping | stopped | error
   heartbeat_at          refreshed every ``daemon.heartbeat_interval`` s (stale = daemon dead)
+  daemon_heartbeat_at   the same moment, a key no other writer touches (the watchdog and health check read it)
   daemon_started_at     ISO 8601 UTC
   current_file, priority, job_id, queue_file   the file being trained (original name, queue name)
   job_started_at, job_attempt                  this attempt of the job
@@ -24,7 +25,7 @@ import os
 from core.daemon.context import DaemonContext
 from core.daemon.control_flags import active_flags
 from core.daemon.lineage import current_global_step
-from foundation.paths import PRIORITIES
+from foundation.paths import QUEUE_LEVELS
 from foundation.status_io import update_status, utc_now_iso
 
 # The engine's keys reset when a job is handed to the child (its callbacks fill them again).
@@ -39,12 +40,15 @@ def note_error(ctx: DaemonContext, reason: str, message: str, file: str | None =
 
 def queue_status(ctx: DaemonContext) -> dict:
     counts = ctx.store.counts()
-    return {"queue": {k: counts[k] for k in (*PRIORITIES, "processing", "failed", "recently_completed")},
-            "queued_total": sum(counts[p] for p in PRIORITIES)}
+    return {"queue": {k: counts[k] for k in (*QUEUE_LEVELS, "processing", "failed", "recently_completed")},
+            "queued_total": sum(counts[p] for p in QUEUE_LEVELS)}
 
 
 def write_status(ctx: DaemonContext, patch: dict) -> None:
-    base = {"pid": os.getpid(), "daemon_pid": os.getpid(), "state": ctx.state, "daemon_started_at": ctx.started_at}
+    # daemon_heartbeat_at: written only here, so a watcher never mistakes the trainer child's writes
+    # for the daemon's heartbeat (the watchdog's training row and the health check read it).
+    base = {"pid": os.getpid(), "daemon_pid": os.getpid(), "state": ctx.state, "daemon_started_at": ctx.started_at,
+            "daemon_heartbeat_at": utc_now_iso(ctx.clock)}
     base.update(patch)
     try:
         update_status(ctx.status_path, base, daemon=True, clock=ctx.clock)

@@ -31,6 +31,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import ctypes
+import faulthandler
 import json
 import os
 import queue
@@ -277,6 +278,9 @@ class _LaunchFailed(RuntimeError):
 
 
 def main() -> int:
+    # SIGUSR1 dumps every thread's Python stack to stderr (logs/trainer_child.log), even when the
+    # interpreter is stuck in C code: what safety/anti_stuck_monitor.py saves before it kills a hang.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     parent = int(os.environ.get(PARENT_ENV, "0") or 0)
     _die_with_parent(parent or None)
     fd_env = os.environ.get(MSG_FD_ENV)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import click
 
-from foundation.paths import PRIORITIES, Paths
+from foundation.paths import PRIORITIES, QUEUE_LEVELS, Paths
 from core.jobqueue.fs import copy_in_atomically
 from core.jobqueue.store import ALL_FOLDERS, QueueStore, sidecar_name
 from foundation.atomic_io import read_json
@@ -115,7 +115,7 @@ def list_command(base_dir: str | None, as_json: bool) -> None:
     """Every file in every queue folder, in training order."""
     paths, store = _ctx(base_dir)
     doc = {}
-    for folder in ("processing", *PRIORITIES, "failed", "recently_completed"):
+    for folder in ("processing", *QUEUE_LEVELS, "failed", "recently_completed"):
         items = []
         for e in store.entries(folder):
             d = e.to_dict()
@@ -159,7 +159,7 @@ def remove_command(name: str, base_dir: str | None, as_json: bool) -> None:
     """Take NAME out of the queue (it moves to queue/failed/ with reason 'removed'; never deleted)."""
     paths, store = _ctx(base_dir)
     name = _safe_name(name, as_json)
-    found = store.find(name, PRIORITIES)
+    found = store.find(name, QUEUE_LEVELS)
     if found is None:
         if store.find(name, ("processing",)):
             _fail(as_json, f"{name} is being trained; use `trainctl skip` to abandon it")

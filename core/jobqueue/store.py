@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from foundation.atomic_io import atomic_write_json, read_json
-from foundation.paths import PRIORITIES, Paths
+from foundation.paths import PRIORITIES, QUEUE_LEVELS, Paths
 from core.jobqueue.fs import move_unique, rename_noreplace
 from foundation.status_io import utc_now_iso
 
 DATA_EXT = ".jsonl"
-WAITING = PRIORITIES
-ACTIVE = (*PRIORITIES, "processing")
+WAITING = QUEUE_LEVELS  # claim order (a started job first, then by level, FIFO within one)
+ACTIVE = (*QUEUE_LEVELS, "processing")
 ALL_FOLDERS = (*ACTIVE, "failed", "recently_completed")
 SIDECAR_SUFFIXES = (".error.json", ".result.json")
 RECORD_SUFFIX = ".job.json"
@@ -62,7 +62,7 @@ class QueueEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "folder": self.folder, "path": str(self.path), "size": self.size,
-                "priority": self.record.get("priority", self.folder if self.folder in PRIORITIES else None),
+                "priority": self.record.get("priority", self.folder if self.folder in QUEUE_LEVELS else None),
                 "enqueued_at": self.record.get("enqueued_at"), "job_id": self.record.get("job_id"),
                 "resumable": bool(self.record.get("started"))}
 
@@ -188,7 +188,7 @@ class QueueStore:
         """A file put into a queue folder by hand has no record yet: give it one."""
         if entry.record:
             return entry.record
-        return self.new_record(entry.name, entry.folder if entry.folder in PRIORITIES else "normal",
+        return self.new_record(entry.name, entry.folder if entry.folder in QUEUE_LEVELS else "normal",
                                 "manual", entry.name, {"seq": entry.seq})
 
     def claim(self, entry: QueueEntry) -> Path:
@@ -205,7 +205,7 @@ class QueueStore:
         """processing/NAME back to its queue (at the head: it is the next file to train)."""
         rec = self.read_record(name)
         prio = priority or rec.get("priority") or "normal"
-        if prio not in PRIORITIES:
+        if prio not in QUEUE_LEVELS:
             prio = "normal"
         src = self.folder("processing") / name
         if head:
@@ -278,7 +278,7 @@ class QueueStore:
         err_path = self.folder("failed") / sidecar_name(name, "error")
         err = read_json(err_path) or {}
         prio = priority or err.get("priority") or "normal"
-        if prio not in PRIORITIES:
+        if prio not in QUEUE_LEVELS:
             prio = "normal"
         dst = move_unique(src, self.folder(prio), name, taken=self.name_taken)
         self.new_record(dst.name, prio, "retry", err.get("original_name", name),

@@ -86,7 +86,7 @@ class Sidecar:
         self.status_path = self.paths.status_file(self.status_name or self.name)
         self._lock = threading.Lock()
         self.doc: dict[str, Any] = {"state": "starting", "started_at": self.now(), "passes": 0,
-                                    "last_error": None, "errors": []}
+                                    "last_pass_state": None, "last_error": None, "errors": []}
 
     # ------------------------------------------------------------------ to override
     def interval(self) -> float:
@@ -121,15 +121,25 @@ class Sidecar:
 
     # ------------------------------------------------------------------ loop
     def step(self) -> dict[str, Any]:
-        """One guarded pass: any exception is logged and recorded; the status is always rewritten."""
+        """One guarded pass: any exception is logged and recorded in the status; a status write that
+        fails too (a full disk) is logged, and the loop goes on either way."""
         try:
             fields = self.run_once() or {}
         except Exception as e:  # noqa: BLE001 - a bad pass must not stop the daemon
             self.log.error("pass failed: %s\n%s", e, traceback.format_exc())
-            self.record_error(f"{type(e).__name__}: {e}")
+            try:
+                self.doc["last_pass_state"] = "error"
+                self.record_error(f"{type(e).__name__}: {e}")
+            except OSError as e2:
+                self.log.error("status write failed too: %s", e2)
             return self.doc
         fields.setdefault("state", "idle")
-        return self.publish(passes=self.doc["passes"] + 1, last_pass_at=self.now(), **fields)
+        fields["last_pass_state"] = fields["state"]  # still there once the final "stopped" is written
+        try:
+            return self.publish(passes=self.doc["passes"] + 1, last_pass_at=self.now(), **fields)
+        except OSError as e:
+            self.log.error("status write failed: %s", e)
+            return self.doc
 
     def run(self, once: bool = False) -> dict[str, Any]:
         """Loop until ``stop_event`` (or one pass with ``once``); returns the last status written."""

@@ -1,6 +1,8 @@
 """``trainctl deploy ...`` / ``python3 monitoring/deployment_orchestrator.py ...``: the orchestrator's CLI.
 
-    run                      the daemon (until SIGTERM / Ctrl-C)
+    run [--interval S]       the daemon (until SIGTERM / Ctrl-C); single instance, .pids/deployment_orchestrator.pid
+                             (the entry script with no subcommand runs it: `deployment_orchestrator.py
+                             --base-dir . --interval 600`, as the seed's users type it)
     once                     one check, prints the outcome
     status                   status/deployment_status.json with the last 5 history entries
     list                     deployed versions, * marks the current one
@@ -10,15 +12,14 @@
 from __future__ import annotations
 
 import json
-import logging
-import os
+import sys
 import threading
 from typing import Any
 
 import click
 
-from foundation.atomic_io import atomic_write_text
 from foundation.locking import LockTimeout
+from foundation.logs import setup_logging
 from foundation.paths import Paths
 from foundation.status_io import read_status
 from monitoring.deployment.orchestrator import DeploymentOrchestrator, RollbackError
@@ -28,12 +29,12 @@ _base_opt = click.option("--base-dir", type=click.Path(file_okay=False), default
 _url_opt = click.option("--server-url", default=None, help="Inference server URL (default: from config).")
 
 
-def _make(base_dir: str | None, server_url: str | None) -> DeploymentOrchestrator:
+def _make(base_dir: str | None, server_url: str | None, overrides: dict | None = None) -> DeploymentOrchestrator:
     from trainer.config.loader import ConfigError, load_config
     from monitoring.prediction_client import PredictionClient
     try:
         paths = Paths.from_base(base_dir)
-        cfg = load_config(base_dir=paths.base)
+        cfg = load_config(base_dir=paths.base, overrides=overrides)
     except ConfigError as e:
         raise click.ClickException(str(e))
     client = PredictionClient.from_config(paths.base)
@@ -59,26 +60,35 @@ def deploy_group() -> None:
 @deploy_group.command("run")
 @_base_opt
 @_url_opt
-def run_command(base_dir: str | None, server_url: str | None) -> None:
-    """Run the orchestrator daemon until SIGTERM / Ctrl-C."""
+@click.option("--interval", type=float, default=None,
+              help="Seconds between deployment checks (default: deployment.interval).")
+def run_command(base_dir: str | None, server_url: str | None, interval: float | None) -> None:
+    """Run the orchestrator daemon until SIGTERM / Ctrl-C (one per base dir)."""
     import signal
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    orch = _make(base_dir, server_url)
+    from foundation.single_instance import AlreadyRunning, SingleInstance
+    orch = _make(base_dir, server_url, {"deployment.interval": interval})
+    try:
+        lock = SingleInstance(orch.paths.pids, "deployment_orchestrator").acquire()
+    except AlreadyRunning as e:
+        raise click.ClickException(str(e)) from None
+    setup_logging(orch.paths.logs, None, file_name="deployment_orchestrator")  # rotated daily
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    pid_file = orch.paths.pids / "deployment_orchestrator.pid"
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(pid_file, f"{os.getpid()}\n")
-    click.echo(f"deployment orchestrator: strategy {orch.dcfg.strategy}, server {orch.client.base_url}", err=True)
+    click.echo(f"deployment orchestrator: strategy {orch.dcfg.strategy}, every {orch.dcfg.interval:g}s, "
+               f"server {orch.client.base_url}", err=True)
     try:
         orch.run(stop)
     finally:
-        try:
-            if pid_file.read_text().strip() == str(os.getpid()):
-                pid_file.unlink()
-        except OSError:
-            pass
+        lock.release()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The entry script (``monitoring/deployment_orchestrator.py``): no subcommand means ``run``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or (args[0] not in deploy_group.commands and args[0] not in ("-h", "--help")):
+        args.insert(0, "run")
+    deploy_group.main(args, prog_name="deployment_orchestrator.py")
 
 
 @deploy_group.command("once")

@@ -1,6 +1,7 @@
 """Putting a version on the inference server over HTTP: reload, verify, and roll back on failure.
 
-``push`` stages a checkpoint as a new version, asks the server to ``POST /models/reload`` it,
+``push`` stages a checkpoint as a new version (and, with transport "http", uploads it to the
+server, see ``transport``), asks the server to ``POST /models/reload`` it,
 checks that ``/models/info`` reports the version and global step and that a smoke completion
 succeeds, and only then points ``models/deployed/current`` at it. On any failure it reloads the
 version that was serving before. ``switch`` serves an existing version (a person's rollback).
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from monitoring.deployment.candidates import Candidate
+from monitoring.deployment.transport import LocalTransport
 from monitoring.deployment.versions import VersionStore
 from monitoring.prediction_client import PredictionError, ServerUnreachable
 
@@ -22,10 +24,11 @@ class VerificationError(RuntimeError):
 
 
 class Deployer:
-    def __init__(self, client: Any, store: VersionStore, dcfg: Any):
+    def __init__(self, client: Any, store: VersionStore, dcfg: Any, transport: Any = None):
         self.client = client
         self.store = store
         self.dcfg = dcfg
+        self.transport = transport or LocalTransport()
 
     def served_version(self) -> Any:
         """The version the server serves; None when it has no model; UNREACHABLE when it does not answer."""
@@ -62,9 +65,22 @@ class Deployer:
             except PredictionError:
                 previous = self.store.current()
             entry["previous_version"] = previous
-            self.store.stage(c, version)
+            folder = self.store.stage(c, version)
+            try:
+                upload = self.transport.publish(version, folder)
+            except ServerUnreachable as e:
+                # The network, not the checkpoint: no block, nothing changed on the server, and the
+                # server keeps the partial upload so that the next check continues it.
+                entry["error"] = f"upload interrupted: {e}"
+                entry["outcome"] = "failed"
+                if version not in (previous, self.store.current()):
+                    self.store.remove(version)
+                return
+            if upload is not None:
+                entry["upload"] = upload
             self.client.reload(version, timeout=self.dcfg.request_timeout)
             self.verify(version, c.global_step)
+            self.transport.make_current(version)  # the server's own pointer, for its restarts
         except (PredictionError, VerificationError, OSError, RuntimeError) as e:
             entry["error"] = f"{type(e).__name__}: {e}"
             entry["outcome"] = "failed"
@@ -81,13 +97,21 @@ class Deployer:
                     entry["error"] += f"; rollback to {previous!r} failed too: {e2}"
             if previous != version:
                 self.store.remove(version)
+                self.transport.remove(version)
         else:
             self.store.set_current(version)
             entry["outcome"] = "deployed"
             keep = {version} | ({previous} if previous else set())
             entry["pruned"] = self.store.prune(keep, self.dcfg.keep_versions)
+            for gone in entry["pruned"]:
+                self.transport.remove(gone)
 
     def switch(self, version: str, global_step: int | None) -> None:
         """Serve an existing version and verify it; raises PredictionError / VerificationError."""
         self.client.reload(version, timeout=self.dcfg.request_timeout)
         self.verify(version, global_step)
+
+    def make_current(self, version: str) -> None:
+        """Point ``current`` at ``version`` on the server's side (transport "http") and on ours."""
+        self.transport.make_current(version)
+        self.store.set_current(version)

@@ -8,7 +8,8 @@ checkpoint folders, it:
    the newest complete checkpoint (strategy ``newest``), skipping checkpoints the regression monitor
    flags, incomplete ones, and ones that already failed a deployment;
 2. if the target is not what ``models/deployed/current`` names, copies its model files into
-   ``models/deployed/<version>/`` (``versions``: temp folder + rename, never half-written), calls
+   ``models/deployed/<version>/`` (``versions``: temp folder + rename, never half-written), with
+   ``deployment.transport`` "http" pushes them to the server's own models/deployed/ (``transport``), calls
    ``POST /models/reload``, checks ``/models/info`` reports the version and global step, and runs a
    smoke completion (``deployer``);
 3. on success points ``models/deployed/current`` at the version (atomic write); on any failure
@@ -32,6 +33,7 @@ from foundation.status_io import utc_now_iso
 from monitoring.deployment.candidates import Candidate, CandidatePolicy, file_signature
 from monitoring.deployment.deployer import UNREACHABLE, Deployer, VerificationError
 from monitoring.deployment.status_files import StatusFiles
+from monitoring.deployment.transport import make_transport
 from monitoring.deployment.versions import BlockList, VersionStore, version_name
 from monitoring.prediction_client import PredictionError
 
@@ -56,7 +58,7 @@ class DeploymentOrchestrator:
         self.clock = clock
         self.store = VersionStore(self.paths, self.config.inference.model_dir, clock)
         self.policy = CandidatePolicy(self.paths, self.dcfg.strategy)
-        self.deployer = Deployer(client, self.store, self.dcfg)
+        self.deployer = Deployer(client, self.store, self.dcfg, transport=make_transport(self.dcfg, client))
         self.status = StatusFiles(self.paths, clock)
         self.blocked = BlockList(self.store.root / "blocked.json", clock)
         # One deployment (and one status-file update) at a time, across processes: the daemon and a
@@ -75,7 +77,8 @@ class DeploymentOrchestrator:
     def _payload(self, deploying: dict | None) -> dict:
         current = self.store.current()
         cinfo = self.store.info(current)
-        return {"state": self.state, "strategy": self.dcfg.strategy, "server_url": self.client.base_url,
+        return {"state": self.state, "strategy": self.dcfg.strategy, "transport": self.dcfg.transport,
+                "server_url": self.client.base_url,
                 "current_version": current, "current_checkpoint": cinfo.get("checkpoint"),
                 "current_global_step": cinfo.get("global_step"), "deploying": deploying,
                 "last_check": self.last_check, "failed_checkpoints": self.blocked.read()}
@@ -177,7 +180,7 @@ class DeploymentOrchestrator:
             try:
                 self.deployer.switch(to, info.get("global_step") if to != BASE_VERSION else None)
                 if to != BASE_VERSION:
-                    self.store.set_current(to)
+                    self.deployer.make_current(to)
                 entry["outcome"] = "manual_rollback"
                 # keep the daemon from redeploying what a person just rolled back
                 bad = self.store.info(current)

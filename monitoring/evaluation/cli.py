@@ -4,6 +4,8 @@
     trainctl eval daemon [--once]            automated tests on every new checkpoint (+ reports)
     trainctl eval run [CHECKPOINT ...]       evaluate now (default: every pending checkpoint)
     trainctl eval compare [--json]           rank evaluated checkpoints -> status/model_comparisons.json
+              [--interval S]             ... again every S seconds until SIGTERM (.pids/model_comparison.pid;
+                                         `monitoring/model_comparison_engine.py --base-dir . --interval 600`)
     trainctl eval regression [--json]        flag regressions -> status/regression_monitoring.json
     trainctl eval calibration [--json]       calibration -> status/confidence_calibration.json
     trainctl eval status [--json]            what the automated tests are doing
@@ -134,10 +136,50 @@ def _print_calibration(doc) -> None:
 @eval_group.command("compare")
 @_base
 @_json
-def compare_command(base_dir, as_json) -> None:
+@click.option("--interval", type=float, default=None,
+              help="Loop: rank again every INTERVAL seconds until SIGTERM (single instance, "
+                   ".pids/model_comparison.pid). Default: once.")
+def compare_command(base_dir, as_json, interval) -> None:
     """Rank evaluated checkpoints by composite score (writes status/model_comparisons.json)."""
     from monitoring.evaluation import comparison as model_comparison_engine
-    _report(model_comparison_engine, base_dir, as_json, _print_ranking)
+    if interval is None:
+        _report(model_comparison_engine, base_dir, as_json, _print_ranking)
+        return
+    if interval <= 0:
+        raise click.BadParameter("must be > 0", param_hint="--interval")
+    _loop(base_dir, "model_comparison", interval,
+          lambda: _report(model_comparison_engine, base_dir, as_json, _print_ranking))
+
+
+def _loop(base_dir, name: str, interval: float, one_pass) -> None:
+    """Run ``one_pass`` every ``interval`` seconds until SIGTERM/SIGINT, as the only ``name`` of the
+    base dir (lock + PID file in .pids/). A failed pass is logged and the loop goes on."""
+    import logging
+    import signal
+    import threading
+    from foundation.logs import setup_logging
+    from foundation.paths import Paths
+    from foundation.single_instance import AlreadyRunning, SingleInstance
+    paths = Paths.from_base(base_dir)
+    try:
+        lock = SingleInstance(paths.pids, name).acquire()
+    except AlreadyRunning as e:
+        raise click.ClickException(str(e)) from None
+    log = setup_logging(paths.logs, f"monitoring.{name}", file_name=name)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("%s: every %gs (pid %s)", name, interval, lock.pid_path)
+    try:
+        while not stop.is_set():
+            try:
+                one_pass()
+            except (Exception, SystemExit) as e:  # noqa: BLE001 - a bad pass must not end the loop
+                log.error("pass failed: %s", e, exc_info=not isinstance(e, click.ClickException))
+            stop.wait(interval)
+    finally:
+        lock.release()
+        logging.getLogger(f"monitoring.{name}").info("%s stopped", name)
 
 
 @eval_group.command("regression")

@@ -103,7 +103,8 @@ def check_processes(paths: Paths, docs: dict[str, dict], stale_after: float, now
             findings.append(Finding(check, down, f"{spec.name} is not running (pid file .pids/{spec.pid_file}: "
                                     f"{pid or 'none'})", f"{restart}; its output: logs/{spec.name}.out"))
             continue
-        age = _age(doc.get("heartbeat_at"), now) if doc.get("pid") == pid else None
+        key = spec.heartbeat_key if spec.heartbeat_key in doc else "heartbeat_at"
+        age = _age(doc.get(key), now) if doc.get("pid") == pid else None
         if age is None or age > stale_after:
             seen = (f"no heartbeat from it in status/{spec.status_file}.json" if age is None
                     else f"its heartbeat in status/{spec.status_file}.json is {age:.0f}s old (limit {stale_after:.0f}s)")

@@ -1,8 +1,8 @@
 """``trainctl watchdog run|status|reset`` (also ``python3 safety/daemon_watchdog.py``)."""
 from __future__ import annotations
 
+import dataclasses
 import json
-import logging
 import signal
 import sys
 import threading
@@ -26,13 +26,21 @@ def watchdog_group() -> None:
     """Supervise every process of the system: start, watch heartbeats, restart with back-off."""
 
 
-def _training_stop_timeout(paths: Paths) -> float:
-    """The training daemon gets its own checkpoint time (daemon.stop_timeout) plus a margin."""
+def _settings(paths: Paths) -> tuple[float, dict, dict]:
+    """From config.json: the training daemon's stop time (daemon.stop_timeout plus a margin, to
+    checkpoint), the restart policy (``watchdog`` section) and the default rows' heartbeat limits.
+    An unreadable config leaves the code defaults (the watchdog must still supervise)."""
+    import dataclasses
     from trainer.config.loader import ConfigError, load_config
     try:
-        return load_config(base_dir=paths.base).daemon.stop_timeout + 30.0
-    except (ConfigError, OSError):
-        return 330.0
+        cfg = load_config(base_dir=paths.base)
+    except (ConfigError, OSError, ValueError):
+        return 330.0, {}, {}
+    wd = dataclasses.asdict(cfg.watchdog)
+    policy = {k: wd[k] for k in RestartPolicy.__dataclass_fields__ if k in wd}
+    rows = {"heartbeat_timeout": wd["heartbeat_timeout"], "start_grace": wd["start_grace"],
+            "interval": wd["interval"]}
+    return cfg.daemon.stop_timeout + 30.0, policy, rows
 
 
 @watchdog_group.command("run")
@@ -42,18 +50,24 @@ def _training_stop_timeout(paths: Paths) -> float:
               help='Replace the program table: JSON {"programs": [...], "policy": {...}}.')
 @click.option("--only", default=None, help="Comma-separated program names to supervise.")
 @click.option("--training-only", is_flag=True, help="Only the training daemon (programs of group 'training').")
-@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
-              help="Seconds between supervision passes.")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=None,
+              help="Seconds between supervision passes (default: watchdog.interval in config.json, 1.0).")
 def run_command(base_dir: str | None, once: bool, programs_file: str | None, only: str | None,
-                training_only: bool, interval: float) -> None:
+                training_only: bool, interval: float | None) -> None:
     """Run the watchdog until SIGTERM / Ctrl-C (which also stops the programs it started)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     paths = Paths.from_base(base_dir).ensure()
+    from foundation.logs import setup_logging
+    setup_logging(paths.logs, None, file_name="watchdog")  # rotated daily
     try:
-        table = load_table(programs_file, _training_stop_timeout(paths))
+        stop_training, cfg_policy, rows = _settings(paths)
+        table = load_table(programs_file, stop_training)
+        if programs_file is None and rows:  # config.json's heartbeat limits for the built-in rows
+            table.programs = [dataclasses.replace(p, heartbeat_timeout=rows["heartbeat_timeout"],
+                                                  start_grace=rows["start_grace"]) for p in table.programs]
         programs = select(table.programs, [n for n in (only or "").split(",") if n] or None,
                           TRAINING if training_only else None)
-        policy = RestartPolicy.from_dict(table.policy)
+        policy = RestartPolicy.from_dict({**cfg_policy, **table.policy})  # a --programs file's policy wins
+        interval = interval if interval is not None else rows.get("interval", 1.0)
     except ValueError as e:
         raise click.UsageError(str(e))
     if not programs:

@@ -125,9 +125,10 @@ class ProcessOps:
         rel = f"status/{spec.status_file}.json"
         doc = read_status(self.paths.status_file(spec.status_file)) or {}
         beat = None
-        if doc.get("pid") == h.pid and isinstance(doc.get("heartbeat_at"), str):
+        key = spec.heartbeat_key if spec.heartbeat_key in doc else "heartbeat_at"
+        if doc.get("pid") == h.pid and isinstance(doc.get(key), str):
             try:
-                beat = parse_iso(doc["heartbeat_at"]).timestamp()
+                beat = parse_iso(doc[key]).timestamp()
             except ValueError:
                 beat = None
         if beat is not None:

@@ -36,6 +36,9 @@ class ProgramSpec:
     """status/<status_file>.json whose ``heartbeat_at`` (with ``pid`` = this process) is its heartbeat."""
     pid_file: str | None = None
     """.pids/<pid_file> the program writes itself (adoption of an instance started by hand)."""
+    heartbeat_key: str = "heartbeat_at"
+    """The key of the status file that holds this program's own heartbeat (``daemon_heartbeat_at`` for the
+    training daemon, whose status file its trainer child writes too); ``heartbeat_at`` when it is absent."""
     heartbeat_timeout: float = 300.0
     """A heartbeat older than this (after start_grace) is a hang: the program is stopped and restarted."""
     start_grace: float = 300.0
@@ -87,6 +90,7 @@ def default_programs(stop_timeout_training: float = 330.0) -> list[ProgramSpec]:
     return [
         ProgramSpec("training_daemon", ("{python}", "{repo}/core/training_daemon.py", "start", *base, "--quiet"),
                     group=TRAINING, status_file="training_status", pid_file="training_daemon.pid",
+                    heartbeat_key="daemon_heartbeat_at",
                     stop_timeout=stop_timeout_training),
         ProgramSpec("inference_server", ("{python}", "{repo}/inference/cli.py", *base),
                     status_file="inference_server", pid_file="inference_server.pid"),
@@ -96,6 +100,20 @@ def default_programs(stop_timeout_training: float = 330.0) -> list[ProgramSpec]:
         ProgramSpec("deployment_orchestrator", ("{python}", "{repo}/monitoring/deployment_orchestrator.py", "run", *base),
                     status_file="deployment_status", pid_file="deployment_orchestrator.pid",
                     stop_timeout=150.0),  # a deployment in flight may wait for the server's reload
+        ProgramSpec("data_generation", ("{python}", "{repo}/monitoring/data_generation_automation.py", *base),
+                    status_file="data_generation", pid_file="data_generation.pid"),
+        ProgramSpec("curriculum_optimizer", ("{python}", "{repo}/monitoring/curriculum_optimizer.py", *base),
+                    status_file="curriculum_optimization", pid_file="curriculum_optimizer.pid"),
+        ProgramSpec("adversarial_miner", ("{python}", "{repo}/monitoring/adversarial_miner.py", *base),
+                    status_file="adversarial_mining", pid_file="adversarial_miner.pid"),
+        ProgramSpec("self_correction_loop", ("{python}", "{repo}/monitoring/self_correction_loop.py", *base),
+                    status_file="self_correction", pid_file="self_correction_loop.pid"),
+        ProgramSpec("disk_manager", ("{python}", "{repo}/management/auto_disk_manager.py", *base),
+                    status_file="disk", pid_file="auto_disk_manager.pid"),
+        ProgramSpec("anti_stuck_monitor", ("{python}", "{repo}/safety/anti_stuck_monitor.py", "run", *base),
+                    status_file="anti_stuck", pid_file="anti_stuck_monitor.pid"),
+        ProgramSpec("crash_detector", ("{python}", "{repo}/safety/crash_detector.py", "run", *base),
+                    status_file="crash_report", pid_file="crash_detector.pid"),
     ]
 
 

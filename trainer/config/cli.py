@@ -1,4 +1,4 @@
-"""``trainctl config show|validate|edit``."""
+"""``trainctl config show|validate|edit|migrate``."""
 from __future__ import annotations
 
 import json
@@ -58,3 +58,28 @@ def edit_cmd(key, value, force, base_dir):
     """Set KEY (dotted, e.g. training.learning_rate) to VALUE, validated, atomically, with a backup."""
     from trainer.config.edit_cli import run
     sys.exit(run(key, value, force=force, base_dir=base_dir))
+
+
+@config_group.command("migrate")
+@click.option("--base-dir", default=None, help="Runtime base dir.")
+@click.option("--config", "config_file", default=None, help="Config file (default: <base-dir>/config.json).")
+def migrate_cmd(base_dir, config_file):
+    """Rewrite the seed's flat keys (batch_size, learning_rate ...) as dotted keys, after a backup."""
+    from pathlib import Path
+
+    from foundation.paths import Paths
+    from trainer.config.editing import migrate_config
+    paths = Paths.from_base(base_dir)
+    target = Path(config_file) if config_file else paths.config_file
+    if not target.is_file():
+        raise click.ClickException(f"{target}: no such file")
+    try:
+        out = migrate_config(target, paths.backups)
+    except ConfigError as e:
+        raise click.ClickException(str(e))
+    if not out["moved"]:
+        click.echo(f"{target}: no old flat keys; nothing to do")
+        return
+    for flat, dotted in out["moved"]:
+        click.echo(f"{flat} -> {dotted}")
+    click.echo(f"rewrote {target} (backup: {out['backup']})")

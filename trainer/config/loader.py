@@ -22,6 +22,21 @@ from trainer.config.schema import Config
 
 ENV_PREFIX = "TRAINER__"
 
+# The seed's flat config.json keys and the dotted keys that replaced them. A flat key is still
+# accepted (moved to its dotted key on read, with a one-line note on stderr); `trainctl config
+# migrate` rewrites the file.
+FLAT_KEYS = {
+    "batch_size": "training.per_device_batch_size",
+    "learning_rate": "training.learning_rate",
+    "eval_steps": "training.eval_steps",
+    "save_steps": "training.save_steps",
+    "max_length": "data.max_length",
+    "poll_interval": "daemon.poll_interval",
+    "model_name": "model.model_name",
+    "model_path": "model.model_path",
+}
+_noted: set[tuple[str, str]] = set()
+
 
 class ConfigError(ValueError):
     """One or more configuration problems; ``problems`` lists each message."""
@@ -141,6 +156,10 @@ def _cross_checks(cfg: Config, problems: list[str]) -> None:
         if getattr(cfg.inference, key) and getattr(cfg.inference, f"{key}_file"):
             problems.append(f"'inference.{key}' and 'inference.{key}_file' are both set; keep one "
                             f"(the file is the safer place)")
+    dk = getattr(cfg, "disk", None)
+    if dk is not None and dk.pause_free_gb > 0 and dk.resume_free_gb <= dk.pause_free_gb:
+        problems.append(f"'disk.resume_free_gb' ({dk.resume_free_gb}) must be above 'disk.pause_free_gb' "
+                        f"({dk.pause_free_gb}), or a disk_low pause would flap")
     ev = cfg.evaluation
     if ev.weight_loss + ev.weight_accuracy + ev.weight_calibration <= 0:
         problems.append("'evaluation.weight_*' must not all be 0")
@@ -206,7 +225,40 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict:
     return out
 
 
-def read_config_file(path: str | os.PathLike) -> dict:
+def migrate_flat_keys(data: Mapping[str, Any], source: str | None = None) -> tuple[dict, list[tuple[str, str]]]:
+    """``data`` with the seed's flat keys moved to their dotted keys, and the (flat, dotted) pairs
+    moved. A flat key whose dotted key is set too is an error (which one is meant is unclear)."""
+    out = json.loads(json.dumps(data))
+    moved: list[tuple[str, str]] = []
+    problems = []
+    for flat, dotted in FLAT_KEYS.items():
+        if flat not in out or isinstance(out[flat], Mapping):
+            continue
+        try:
+            get_dotted(out, dotted)
+            problems.append(f"'{flat}' (old flat key) and '{dotted}' are both set; keep only '{dotted}'")
+            continue
+        except KeyError:
+            pass
+        set_dotted(out, dotted, out.pop(flat))
+        moved.append((flat, dotted))
+    if problems:
+        raise ConfigError(problems, source)
+    return out, moved
+
+
+def note_flat_key(flat: str, dotted: str, source: str) -> None:
+    """One line on stderr, once per process and file, naming the new key."""
+    import sys
+    if (source, flat) not in _noted:
+        _noted.add((source, flat))
+        print(f"note: {source}: config key '{flat}' is now '{dotted}' (accepted; "
+              f"`trainctl config migrate` rewrites the file)", file=sys.stderr)
+
+
+def read_config_file(path: str | os.PathLike, *, flat_keys: bool = True) -> dict:
+    """The file as a dict ({} when missing); the seed's flat keys are moved to their dotted keys
+    (with a note) unless ``flat_keys`` is False (the raw file, for ``config migrate``)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -222,6 +274,10 @@ def read_config_file(path: str | os.PathLike) -> dict:
         raise ConfigError([f"top level must be a JSON object, got {type(data).__name__}"], str(path))
     data.pop("$schema", None)
     data.pop("_comment", None)
+    if flat_keys:
+        data, moved = migrate_flat_keys(data, str(path))
+        for flat, dotted in moved:
+            note_flat_key(flat, dotted, str(path))
     return data
 
 

@@ -1,4 +1,5 @@
-"""Padding-efficient batches: a length-grouped batch sampler and a right-padding collator.
+"""Padding-efficient batches: a length-grouped batch sampler, a right-padding collator and, for
+varlen attention (CUDA flash attention), a packing collator.
 
 Why: chat data is length-skewed; random batches pad every row to the batch's longest one, so a
 third or more of the compute goes to padding. Grouping similar lengths removes most of it. We
@@ -143,6 +144,51 @@ class PadCollator:
             lab[k, :len(l)] = torch.tensor(l, dtype=torch.long)
             mask[k, :len(r)] = 1
         return {"input_ids": ids, "labels": lab, "attention_mask": mask}
+
+
+class PackCollator:
+    """Packs a batch's examples into ONE row, without padding: ``input_ids`` and ``labels`` of shape
+    ``(1, total_tokens)`` and ``position_ids`` restarting at 0 for each example, no ``attention_mask``
+    (what ``transformers.DataCollatorWithFlattening`` produces). The first label of every example is
+    -100, so no example learns to predict the next one's first token.
+
+    Only for attention implementations that keep packed examples apart from ``position_ids``:
+    flash_attention_2/3 (varlen kernels: no padding and no wasted attention work) and
+    flex_attention (block mask). Transformers 5 also builds a block-diagonal mask for sdpa/eager
+    when ``attention_mask`` is None, which is correct but materialises a ``total x total`` mask: on
+    those the engine keeps length-grouped padding instead (see ``packing_supported``)."""
+
+    def __init__(self, label_pad_id: int = IGNORE_INDEX):
+        self.label_pad_id = int(label_pad_id)
+
+    def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+        if not features:
+            raise ValueError("empty batch")
+        ids: list[int] = []
+        labels: list[int] = []
+        pos: list[int] = []
+        for k, f in enumerate(features):
+            r = _as_list(f["input_ids"])
+            lab = _as_list(f["labels"]) if "labels" in f else list(r)
+            if len(lab) != len(r):
+                raise ValueError(f"row {k}: {len(r)} input_ids but {len(lab)} labels")
+            if not r:
+                continue
+            ids.extend(r)
+            labels.append(self.label_pad_id)
+            labels.extend(lab[1:])
+            pos.extend(range(len(r)))
+        as_row = lambda xs: torch.tensor([xs], dtype=torch.long)  # noqa: E731
+        return {"input_ids": as_row(ids), "labels": as_row(labels), "position_ids": as_row(pos)}
+
+
+PACKING_ATTENTION = ("flash_attention_2", "flash_attention_3", "flex_attention")
+
+
+def packing_supported(attn_implementation: str | None) -> bool:
+    """Whether one packed row per batch (``PackCollator``) is both correct and cheap for this
+    attention implementation (``model.config._attn_implementation``)."""
+    return bool(attn_implementation) and any(attn_implementation.endswith(a) for a in PACKING_ATTENTION)
 
 
 def _as_list(x) -> list[int]:

@@ -13,6 +13,8 @@ from foundation.status_io import utc_now_iso
 from foundation.time_estimator import TimeEstimator
 from trainer.config.schema import Config
 from trainer.engine.job import JobControl, TrainJob
+from trainer.engine.memory import peaks
+from trainer.engine.metrics_log import MetricsLog
 from trainer.engine.status_writer import StatusWriter
 
 
@@ -51,6 +53,8 @@ class EngineCallback(TrainerCallback):
         self.tokens0 = 0
         self._lr: float | None = None
         self._gap: float | None = None
+        # Per-step history for the live monitor (logs/metrics.jsonl; trainer/engine/metrics_log.py).
+        self.metrics = MetricsLog.for_status_file(st.job.status_file, st.cfg) if is_main else None
 
     def write(self, state, status: str, **extra) -> None:
         """One status write (main process only) from the Trainer's ``state``."""
@@ -75,6 +79,7 @@ class EngineCallback(TrainerCallback):
             "job_id": self.st.job.job_id,
             "eta_seconds": None if eta is None else round(eta, 1),
             "started_at": self.started_at,
+            **peaks(),  # peak_rss_bytes / peak_cuda_bytes of this job so far (a /proc read)
         }
         fields.update(extra)
         self.status.write(fields)
@@ -130,5 +135,11 @@ class EngineCallback(TrainerCallback):
             self.st.validation_loss = float(logs["eval_loss"])
             if self.st.last_loss is not None:
                 self._gap = round(self.st.validation_loss - self.st.last_loss, 6)
+        if self.metrics is not None:  # live monitor history (trainer/engine/metrics_log.py)
+            self.metrics.log(logs, global_step=self.st.global_start + state.global_step,
+                             step_in_file=state.global_step, epoch=state.epoch,
+                             tokens=self.st.tokens - self.tokens0, elapsed=time.monotonic() - self.t0,
+                             job_id=self.st.job.job_id, file=self.st.job.source_file or
+                             os.path.basename(self.st.job.dataset), val_train_gap=self._gap)
         self.write(state, "training")
         return control

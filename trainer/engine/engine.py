@@ -10,6 +10,7 @@ being finite (the daemon classifies failures by these names).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from trainer.engine.checkpoints import (CHECKPOINT_INFO, complete_checkpoints, e
 from trainer.engine.hf_trainer import ContinuousTrainer
 from trainer.engine.job import JobControl, JobResult, TrainJob
 from trainer.engine.job_data import DataError, build_eval_dataset, build_train_dataset
+from trainer.engine.memory import peaks, reset_peaks
 from trainer.engine.status_writer import StatusWriter
 
 __all__ = ["TrainerEngine", "DataError", "NanLossError"]
@@ -59,7 +61,20 @@ def _training_args(cfg: Config, out: Path, precision: str, device: str, with_eva
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=tr.dataloader_num_workers,
+        # Evaluation needs the loss only: never gather every batch's full-vocabulary logits.
+        prediction_loss_only=True,
+        # Opt-in (a config key ``training.torch_compile`` where the schema has one): it pays on
+        # CUDA for long jobs; on CPU its compile time exceeds a file's worth of tiny-model steps.
+        torch_compile=bool(getattr(tr, "torch_compile", False)),
     )
+
+
+def _attn_implementation(device: str, precision: str) -> str | None:
+    """flash_attention_2 on CUDA in bf16/fp16 when the flash_attn package is installed (varlen
+    kernels: batches are packed, no padding); otherwise the model's default (sdpa)."""
+    if device == "cuda" and precision in ("bf16", "fp16") and importlib.util.find_spec("flash_attn"):
+        return "flash_attention_2"
+    return None
 
 
 class TrainerEngine:
@@ -80,9 +95,11 @@ class TrainerEngine:
         return tok
 
     @staticmethod
-    def _load_model(model_path: str, cfg: Config, precision: str):
+    def _load_model(model_path: str, cfg: Config, precision: str, device: str):
+        attn = _attn_implementation(device, precision)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=load_dtype(precision, training=True),
-                                                     trust_remote_code=cfg.model.trust_remote_code)
+                                                     trust_remote_code=cfg.model.trust_remote_code,
+                                                     **({"attn_implementation": attn} if attn else {}))
         if cfg.training.gradient_checkpointing:
             model.gradient_checkpointing_enable()
             model.config.use_cache = False
@@ -96,10 +113,11 @@ class TrainerEngine:
 
     # -- run
     def run_job(self, job: TrainJob, control: JobControl | None = None, *, standalone: bool = False) -> JobResult:
-        from trainer.data.batching import LengthGroupedBatchSampler, PadCollator
+        from trainer.data.batching import LengthGroupedBatchSampler, PackCollator, PadCollator, packing_supported
 
         control = control or JobControl()
         t_start = time.time()
+        reset_peaks()
         cfg = validate_dict({k: v for k, v in job.config.items() if not k.startswith("_")}, "job config") \
             if job.config else self.config
         out = Path(job.output_dir)
@@ -122,7 +140,7 @@ class TrainerEngine:
         tokenizer = self._load_tokenizer(model_path)
         train_ds = build_train_dataset(job.dataset, tokenizer, cfg)
         eval_ds = build_eval_dataset(job, cfg, tokenizer)
-        model = self._load_model(model_path, cfg, precision)
+        model = self._load_model(model_path, cfg, precision, device)
         tr = cfg.training
         args = _training_args(cfg, out, precision, device, with_eval=eval_ds is not None)
         st = JobState(job=job, cfg=cfg, global_start=global_start)
@@ -132,7 +150,9 @@ class TrainerEngine:
         sampler = LengthGroupedBatchSampler(list(train_ds.lengths), tr.per_device_batch_size, seed=tr.seed,
                                             shuffle=True, group_size=64 if tr.group_by_length else 1,
                                             longest_first=tr.group_by_length)
-        collator = PadCollator(tokenizer.pad_token_id)
+        # Varlen attention: one packed row per batch (same examples per step, zero padding).
+        packed = packing_supported(getattr(model.config, "_attn_implementation", None))
+        collator = PackCollator() if packed else PadCollator(tokenizer.pad_token_id)
         status = StatusWriter(job.status_file or None, standalone=standalone)
         cb = EngineCallback(st, control, status, is_main=(rank == 0))
         trainer = ContinuousTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
@@ -170,7 +190,7 @@ class TrainerEngine:
             metrics={"train_seconds": round(train_seconds, 3),
                      "pad_share": round(1 - st.tokens / st.padded_tokens, 4) if st.padded_tokens else None,
                      "precision": precision, "device": device, "examples": len(train_ds),
-                     "file_total_steps": st.file_total_steps},
+                     "file_total_steps": st.file_total_steps, "packed": packed, **peaks()},
         )
         if rank == 0:
             cb.write(trainer.state, "completed" if st.stopped_reason is None else
@@ -192,4 +212,4 @@ class TrainerEngine:
                          validation_loss=info.get("validation_loss"),
                          duration_s=round(time.time() - t_start, 3),
                          checkpoints=[str(p) for p in complete_checkpoints(out)], final_model_dir=str(final),
-                         resumed_from=str(cp), metrics={"finished_from_checkpoint": True})
+                         resumed_from=str(cp), metrics={"finished_from_checkpoint": True, **peaks()})

@@ -1,5 +1,5 @@
-"""The HF Trainer subclass: our length-grouped batches, a global-step-aware LR schedule, token
-counting, and step-named complete checkpoints."""
+"""The HF Trainer subclass: our length-grouped (or packed) batches, a global-step-aware LR schedule,
+the loss on label positions only (``loss``), token counting, and step-named complete checkpoints."""
 from __future__ import annotations
 
 import math
@@ -10,6 +10,7 @@ from transformers import Trainer
 
 from trainer.engine.callbacks import JobState
 from trainer.engine.checkpoints import export_merged_lora, seal_checkpoint
+from trainer.engine.loss import label_only_loss
 
 
 def lr_lambda_factory(kind: str, warmup_steps: int, global_start: int, num_training_steps: int):
@@ -43,6 +44,9 @@ class ContinuousTrainer(Trainer):
         self._job = engine_state
         self._batch_sampler = batch_sampler
         self._collator = collator
+        # Label-position logits (see trainer.engine.loss); switched off for good the first time the
+        # model ignores a boolean ``logits_to_keep`` (older remote-code models).
+        self._label_only = True
 
     def get_train_dataloader(self):
         from torch.utils.data import DataLoader
@@ -73,7 +77,27 @@ class ContinuousTrainer(Trainer):
         if mask is not None:
             self._job.tokens += int(mask.sum())
             self._job.padded_tokens += int(mask.numel())
+        else:  # a packed row: no padding at all
+            self._job.tokens += int(inputs["input_ids"].numel())
+            self._job.padded_tokens += int(inputs["input_ids"].numel())
         return super().training_step(model, inputs, num_items_in_batch)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # Same loss as the model's own (sum / num_items_in_batch when the model takes loss kwargs,
+        # else the mean), computed from label-position logits only. Evaluation only needs the loss
+        # (prediction_loss_only); anything that wants the outputs takes the stock path.
+        usable = (self._label_only and "labels" in inputs and self.label_smoother is None
+                  and self.compute_loss_func is None and (not return_outputs or self.args.prediction_loss_only))
+        if usable:
+            n_items = num_items_in_batch if self.model_accepts_loss_kwargs else None
+            loss = label_only_loss(model, inputs, n_items)
+            if loss is not None:
+                if self.args.average_tokens_across_devices and n_items is not None:
+                    loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss does (DDP mean)
+                return (loss, {}) if return_outputs else loss
+            self._label_only = False
+        return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                    num_items_in_batch=num_items_in_batch)
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)

@@ -18,6 +18,8 @@ Fields written here (documented in ARCHITECTURE.md):
   current_file      file being trained
   eta_seconds       estimated seconds until the file is done (EMA of step time)
   started_at        when this job started (ISO 8601 UTC)
+  peak_rss_bytes    peak resident memory of the training process during this job
+  peak_cuda_bytes   peak CUDA memory allocated by torch during this job (null without CUDA)
   trainer_pid       PID of the training process (``pid`` too when run standalone)
 """
 from __future__ import annotations
