@@ -32,6 +32,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("syllo", "syllo.generator", "syllo_command"),
     ("watchdog", "safety.supervision.cli", "watchdog_group"),
     ("health", "safety.health.cli", "health_command"),
+    ("monitor", "monitoring.servers.live_monitor", "monitor_command"),
     ("stuck", "safety.anti_stuck.cli", "stuck_group"),
     ("crashes", "safety.crash.cli", "crashes_group"),
     ("disk", "management.auto_disk_manager", "disk_command"),

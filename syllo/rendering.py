@@ -13,9 +13,8 @@ from syllo.parsing import canonical_key, parse_statement
 PROFILE_NAMES = ("plain", "emoji_think", "regime3")
 # The logic's reading, in every prompt: without it a pair such as "No grobs are skells." and "Every one
 # of the grobs is one of the skells." reads as a contradiction; with it, it says there are no grobs.
-READING_NOTE = ('Reading: a statement does not claim that its terms have members. "All X are Y" and "No X are Y" '
-                'are true when there are no X (so both together just mean that there are no X); '
-                '"Some X are Y" and "Some X are not Y" claim that at least one X exists.')
+READING_NOTE = '"All X are Y" does not imply that any X exist; with "No X are Y" it means there are no X.'
+# short on purpose: it is in every prompt, and a small model's context is short
 JUDGE_INSTRUCTION = "Answer with one word: valid or invalid."
 DERIVE_INSTRUCTION = ('Answer with one statement ("all {s} are {p}", "no {s} are {p}", "some {s} are {p}" '
                       'or "some {s} are not {p}") or "nothing follows".')

@@ -148,8 +148,8 @@ def test_a_real_training_daemon_pauses_on_disk_low_and_resumes(small_fs, tiny_mo
 
     mgr = DiskManager(paths, load_config(base_dir=paths.base))
     assert mgr.check_once()["state"] == "paused"
-    st = wait_for(lambda: (lambda s: s if s.get("state") == "paused" else None)(status(paths.base)), 120,
-                  "the daemon paused", proc=proc)
+    st = wait_for(lambda: (lambda s: s if s.get("state") == s.get("status") == "paused" else None)(status(paths.base)),
+                  120, "the trainer paused at a checkpoint", proc=proc)
     assert st["pause_reason"] == "disk_low"
     job_dir = next(paths.checkpoints.iterdir())
     steps = sorted(job_dir.glob("step-*"))

@@ -379,7 +379,7 @@ def test_wording_alone_predicts_nothing_on_the_suite_and_on_batches():
 def test_the_logic_reading_is_stated_where_contradiction_like_premises_appear():
     from trainer.profiles import get_profile
     from syllo.puzzles import READING_NOTE
-    assert "there are no X" in READING_NOTE and "at least one X exists" in READING_NOTE
+    assert "does not imply that any X exist" in READING_NOTE and "there are no X" in READING_NOTE
     emo = get_profile("emoji_think")
     seen_pairs = 0
     for profile in ("plain", "emoji_think", "regime3"):

@@ -17,8 +17,8 @@ from typing import Any, Callable
 from foundation.atomic_io import read_json
 from foundation.paths import PRIORITIES, Paths
 from foundation.single_instance import pid_alive, running_pid
-from monitoring.servers import eval_panels
 from foundation.status_io import utc_now_iso
+from monitoring.servers import eval_panels
 from monitoring.servers.sources import Sources, unknown
 
 TRAINING_STATUS = "training_status"
@@ -39,7 +39,8 @@ def training_panel(src: Sources) -> dict:
     pid = running_pid(src.paths.pids, TRAINING_LOCK)
     out["daemon_running"] = pid is not None
     out["daemon_pid"] = pid
-    out["heartbeat_age_s"] = src.age(st.get("heartbeat_at"))
+    # The file has two writers; the daemon's own beat is daemon_heartbeat_at where it writes one.
+    out["heartbeat_age_s"] = src.age(st.get("daemon_heartbeat_at") or st.get("heartbeat_at"))
     if pid is None:
         # Same rule as `trainctl status`: no lock holder means no daemon, whatever the file last said.
         out["last_state"], out["state"] = out.get("state"), "stopped"

@@ -113,7 +113,7 @@ def tracebacks(text: str) -> tuple[list[tuple[int, str, str]], int]:
             while k < len(lines) and not lines[k].strip():
                 k += 1
             if k < len(lines) and lines[k].startswith(CHAIN):
-                j = k
+                j, exc_at = k, None  # the chain's last exception line ends the block
                 continue
             break
         if exc_at is None or exc_at == len(lines) - 1 and not text.endswith("\n"):

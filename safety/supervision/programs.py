@@ -114,6 +114,8 @@ def default_programs(stop_timeout_training: float = 330.0) -> list[ProgramSpec]:
                     status_file="anti_stuck", pid_file="anti_stuck_monitor.pid"),
         ProgramSpec("crash_detector", ("{python}", "{repo}/safety/crash_detector.py", "run", *base),
                     status_file="crash_report", pid_file="crash_detector.pid"),
+        ProgramSpec("live_monitor", ("{python}", "{repo}/monitoring/servers/live_monitor.py", *base),
+                    status_file="live_monitor", pid_file="live_monitor.pid", stop_timeout=10.0),
     ]
 
 

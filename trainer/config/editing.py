@@ -40,7 +40,7 @@ def edit_config(config_file: str | Path, key: str, value: Any, *, force: bool = 
     old and new values of a secret key are shown as ``"***"``."""
     config_file = Path(config_file)
     if key in FLAT_KEYS:  # the seed's `edit_config.py batch_size 16`
-        note_flat_key(key, FLAT_KEYS[key], "edit")
+        note_flat_key(key, FLAT_KEYS[key], str(config_file))
         key = FLAT_KEYS[key]
     if is_protected(key) and not force:
         raise ProtectedKeyError(f"'{key}' is protected (changing it changes the model lineage); "
