@@ -86,7 +86,11 @@ def test_trained_with_lora_evaluated_deployed_and_served(smollm2_dir, tmp_path, 
     result = json.loads((base / "queue" / "recently_completed" / "smol.result.json").read_text())
     assert result["status"] == "completed" and result["steps"] == STEPS and result["global_step_end"] == STEPS
     checkpoint = Path(result["checkpoint"])
-    assert checkpoint.name == f"step-{STEPS:08d}" and (checkpoint / "model.safetensors").is_file()
+    info = json.loads((checkpoint / "checkpoint_info.json").read_text())
+    # LoRA: the adapter (to resume) and a merged full-weights copy (for the evaluator and the server)
+    assert checkpoint.name == f"step-{STEPS:08d}" and info["method"] == "lora"
+    assert (checkpoint / "adapter_model.safetensors").is_file()
+    assert (checkpoint / info["model_dir"] / "model.safetensors").is_file()
     wait_for(lambda: status(base).get("state") == "idle", 60, "daemon idle", proc=daemon)
     daemon.terminate()  # frees its cores for the evaluator and the server
     assert daemon.wait(60) == 0
