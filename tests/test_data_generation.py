@@ -158,3 +158,17 @@ def test_sidecar_loop_survives_a_failing_pass(tmp_path):
     assert sc.calls == 3 and doc["passes"] == 2 and doc["state"] == "stopped"
     assert doc["errors"][0]["error"] == "ValueError: bad input" and doc["last_pass_state"] == "idle"
     assert doc["updated_at"].startswith("2023-11-14T22:13:20")  # the injected clock
+
+
+def test_cli_unique_same_seed_other_mix_repeats_nothing(tmp_path):
+    base = _base(tmp_path)
+    outs = []
+    for mix in ("easy", "easy:0.5,medium:0.5"):
+        out = tmp_path / f"{len(outs)}.jsonl"
+        r = subprocess.run([sys.executable, str(REPO / "tools/data/generate_syllo_batch.py"), "--count", "40",
+                            "--difficulty", mix, "--seed", "7", "--unique", "--base-dir", str(base),
+                            "--output", str(out), "--no-progress"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        outs.append([json.loads(ln) for ln in out.read_text().splitlines()])
+    assert not fingerprints_of_records(outs[0]) & fingerprints_of_records(outs[1])
+    assert len(FingerprintRecord.for_base(base).load()) == 80

@@ -158,9 +158,10 @@ class TrainerEngine:
         trainer = ContinuousTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                     processing_class=tokenizer, data_collator=collator,
                                     callbacks=[cb], engine_state=st, batch_sampler=sampler, collator=collator)
-        t_train = time.perf_counter()
+        t_train, cpu_train = time.perf_counter(), time.process_time()
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         train_seconds = time.perf_counter() - t_train
+        train_cpu_seconds = time.process_time() - cpu_train  # this process's CPU time (all threads)
         local_end = trainer.state.global_step
 
         final_dir = ""
@@ -187,7 +188,7 @@ class TrainerEngine:
             duration_s=round(duration, 3), tokens_per_sec=round(st.tokens / max(duration, 1e-6), 2),
             checkpoints=[str(p) for p in complete_checkpoints(out)], final_model_dir=final_dir,
             stopped_reason=st.stopped_reason, resumed_from=str(resume_from) if resume_from else None,
-            metrics={"train_seconds": round(train_seconds, 3),
+            metrics={"train_seconds": round(train_seconds, 3), "train_cpu_seconds": round(train_cpu_seconds, 3),
                      "pad_share": round(1 - st.tokens / st.padded_tokens, 4) if st.padded_tokens else None,
                      "precision": precision, "device": device, "examples": len(train_ds),
                      "file_total_steps": st.file_total_steps, "packed": packed, **peaks()},
