@@ -112,10 +112,14 @@ def test_malformed_curriculum_status_gives_default_mix_and_a_message(tmp_path, c
 
 def test_the_curriculum_mix_is_used_and_batches_are_balanced(tmp_path):
     base = _base(tmp_path, datagen_batch_size=120)
-    (base / "status" / "curriculum_optimization.json").write_text(json.dumps({"mix": {"medium": 1, "hard": 1}}))
+    (base / "status" / "curriculum_optimization.json").write_text(
+        json.dumps({"mix": {"medium": 1, "hard": 1}, "batch_tag": "ab-uniform-3"}))
     st = _once(base)
     assert st["mix_source"] == "curriculum" and st["mix_problem"] is None
     assert st["last_batch"]["by_difficulty"] == {"medium": 60, "hard": 60}
+    # the curriculum's A/B tag names the batch, so its effect is attributed to the strategy
+    assert st["last_batch"]["batch_tag"] == "ab-uniform-3"
+    assert [p.name for p in (base / "inbox").glob("datagen-ab-uniform-3-*.jsonl")]
     scores = wording_only_scores(_records(base / "inbox"))
     assert all(v["accuracy"] <= 0.55 for v in scores.values()), scores
 

@@ -39,19 +39,21 @@ Counters survive a restart (read back from the previous status file).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from foundation.paths import PRIORITIES
+from foundation.paths import QUEUE_LEVELS
 from foundation.status_io import read_status
 from monitoring.autonomy.inputs import read_input
 from monitoring.autonomy.sidecar import Sidecar, click_command
 
 NAME = "data_generation"
 CURRICULUM_STATUS = "curriculum_optimization.json"
+TAG_RE = re.compile(r"^[A-Za-z0-9._-]{1,48}$")
 MAX_SEEDS = 100
 MIB = 1024 * 1024
 FALLBACK_MIX = {"easy": 0.6, "medium": 0.3, "hard": 0.1}  # when even the configured default is malformed
@@ -84,9 +86,9 @@ class DataGeneration(Sidecar):
 
     # ------------------------------------------------------------------ inputs
     def queue_depth(self) -> int:
-        """Data files waiting or training: inbox/ (+ high/, low/) and queue/{high,normal,low,processing}."""
+        """Data files waiting or training: inbox/ (+ high/, low/) and queue/{high,corrections,normal,low,processing}."""
         folders = [self.paths.inbox, self.paths.inbox / "high", self.paths.inbox / "low",
-                   *(self.paths.queue_dir(q) for q in (*PRIORITIES, "processing"))]
+                   *(self.paths.queue_dir(q) for q in (*QUEUE_LEVELS, "processing"))]
         n = 0
         for d in folders:
             try:
@@ -112,6 +114,13 @@ class DataGeneration(Sidecar):
             return mix_from_mapping(doc["mix"]), "curriculum", None
         except MixError as e:
             return default, "default", f"{CURRICULUM_STATUS}: field 'mix' is malformed ({e}); using the default mix"
+
+    def batch_tag(self) -> str | None:
+        """The curriculum's A/B tag for the next batch (it goes into the file name, so the curriculum
+        can attribute what this batch taught to the strategy that chose its mix)."""
+        doc, _ = read_input(self.paths.status_file(CURRICULUM_STATUS))
+        tag = (doc or {}).get("batch_tag")
+        return tag if isinstance(tag, str) and TAG_RE.match(tag) else None
 
     def suite_fingerprints(self) -> tuple[set[str], str | None]:
         from syllo.suite import REPO_SUITE_DIR, resolve_suite_dir, validation_fingerprints
@@ -176,7 +185,8 @@ class DataGeneration(Sidecar):
         added = self.record.add(fingerprints_of_records(recs))  # before the file is visible
         stamp = datetime.fromtimestamp(self.clock() if self.clock else datetime.now(timezone.utc).timestamp(),
                                        timezone.utc).strftime("%Y%m%dT%H%M%S")
-        name = _free_name(self.paths.inbox, f"datagen-{stamp}-s{seed}.jsonl")
+        tag = self.batch_tag()
+        name = _free_name(self.paths.inbox, f"datagen-{tag + '-' if tag else ''}{stamp}-s{seed}.jsonl")
         aside = self.paths.generated / name
         atomic_write_text(aside, "".join(dumps_record(r) + "\n" for r in recs))
         self.paths.inbox.mkdir(parents=True, exist_ok=True)
@@ -185,7 +195,7 @@ class DataGeneration(Sidecar):
         totals = dict(self.doc.get("items_by_difficulty") or {})
         for k, v in by.items():
             totals[k] = totals.get(k, 0) + v
-        last = {"file": f"inbox/{name}", "seed": seed, "count": len(recs), "by_difficulty": dict(by),
+        last = {"file": f"inbox/{name}", "batch_tag": tag, "seed": seed, "count": len(recs), "by_difficulty": dict(by),
                 "mix": mix, "wording_only_accuracy": {k: v["accuracy"] for k, v in wording_only_scores(recs).items()},
                 "at": self.now()}
         self.log.info("generated %s: %d items %s (seed %d, %d new fingerprints)", name, len(recs), dict(by), seed, added)

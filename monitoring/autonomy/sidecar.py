@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
 import signal
 import sys
 import threading
@@ -29,43 +28,18 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+from foundation import logs as foundation_logs
+from foundation.logs import close_logging
 from foundation.paths import Paths
 from foundation.status_io import utc_now_iso, write_status
 
 MAX_ERRORS = 20
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
-LOG_MAX_BYTES = 5 * 1024 * 1024
-LOG_BACKUPS = 5
 
 
 def setup_logging(logs_dir: str | Path, name: str, *, to_stderr: bool = False) -> logging.Logger:
-    """``logs/<name>.log``, rotated by size (a sidecar that loops every few seconds must not fill the
-    disk). The logger is ``autonomy.<name>``; handlers are replaced, so calling twice is harmless."""
-    logs_dir = Path(logs_dir)
-    logs_dir.mkdir(parents=True, exist_ok=True)
-    logger = logging.getLogger(f"autonomy.{name}")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    close_logging(logger)
-    fmt = logging.Formatter(LOG_FORMAT)
-    fh = logging.handlers.RotatingFileHandler(logs_dir / f"{name}.log", maxBytes=LOG_MAX_BYTES,
-                                              backupCount=LOG_BACKUPS, encoding="utf-8")
-    fh.setFormatter(fmt)
-    logger.addHandler(fh)
-    if to_stderr:
-        sh = logging.StreamHandler(sys.stderr)
-        sh.setFormatter(fmt)
-        logger.addHandler(sh)
-    return logger
-
-
-def close_logging(logger: logging.Logger) -> None:
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-        try:
-            h.close()
-        except Exception:  # noqa: BLE001 - a broken handler must not block shutdown
-            pass
+    """``logs/<name>.log`` through the shared rotating setup (``foundation.logs``); the logger is
+    ``autonomy.<name>``."""
+    return foundation_logs.setup_logging(logs_dir, f"autonomy.{name}", file_name=name, to_stderr=to_stderr)
 
 
 class Sidecar:
