@@ -9,6 +9,7 @@ missing files).
 
 The code lives in ``safety.resume_check``.
 """
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -35,7 +36,8 @@ def main(checkpoint: str, dataset: str | None, base_dir: str | None, examples: i
     """Does CHECKPOINT (a step-<N> folder) resume with the loss it was saved with?"""
     from safety.resume_check import ResumeCheckError, verify
     try:
-        rep = verify(checkpoint, base_dir, dataset, examples, rtol, atol, train_step=not no_train_step)
+        with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs: keep stdout for the report
+            rep = verify(checkpoint, base_dir, dataset, examples, rtol, atol, train_step=not no_train_step)
     except ResumeCheckError as e:
         raise click.UsageError(str(e))
     if as_json:

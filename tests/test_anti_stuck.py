@@ -9,13 +9,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 from foundation.status_io import utc_now_iso
 from safety.anti_stuck.detector import Limits, check_evaluation, check_training
 from safety.anti_stuck.progress import median_step_time
-from tests.bad_inputs.daemon_harness import child_env, pid_gone
+from tests.bad_inputs.daemon_harness import child_env
 from tests.helpers.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]

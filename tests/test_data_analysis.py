@@ -178,7 +178,7 @@ def test_syllo_mix_and_answer_balance(tmp_path, tok):
     assert sy["wording_guess_accuracy"] >= sy["majority_baseline"]
     judge = [r["metadata"] for r in recs if r["metadata"]["kind"] == "judge" and
              r["metadata"]["conclusion"][0] == "no" and r["metadata"]["conclusion_phrasing"] == 0]
-    row = next(x for x in sy["templates"] if x["template"] == "Does it follow that no S are P?")
+    row = next(x for x in sy["templates"] if x["template"] == "Does it follow that no X are Y?")
     assert row["n"] == len(judge)
 
 

@@ -72,7 +72,7 @@ def test_checkpoint_resumes_with_its_recorded_loss(trained, tiny_model_dir):
     r = _run(str(REPO / "safety" / "verify_checkpoint_resume.py"), str(out / "step-00000020"), "--base-dir", str(base),
              "--json", timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    rep = json.loads(r.stdout[r.stdout.index("{\n"):])
+    rep = json.loads(r.stdout)  # only the report on stdout (the Trainer's logs go to stderr)
     assert rep["ok"] and rep["resumed_to_step"] == 21 and rep["dataset"].endswith("recently_completed/train.jsonl")
     assert rep["recorded_from"] == "checkpoint_info.json train_loss"
 

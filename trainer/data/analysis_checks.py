@@ -58,30 +58,21 @@ def record_texts(record: dict) -> Iterable[tuple[str, str]]:
 # ---------------------------------------------------------------- syllo
 def syllo_template(meta: dict) -> tuple[str, str] | None:
     """(question template, answer class) of a syllo record's metadata, or None when the metadata
-    lacks what is needed. The template is the question's wording with its terms replaced by S and
-    P ("Does it follow that no S are P?"); the answer class is valid/invalid for a judge item and
-    the answer's quantifier (all, no, some, some_not) or "nothing follows" for a derive item.
+    lacks what is needed: the task package's own reading (``syllo.rendering.question_template``,
+    ``syllo.analysis.answer_class``), e.g. ("Does it follow that no X are Y?", "invalid").
     Answers that depend on the template are what a model can learn from wording alone."""
-    from syllo.puzzles import NOTHING, PHRASES, parse_statement
-    kind, answer = meta.get("kind"), meta.get("answer")
+    from syllo.analysis import answer_class
+    from syllo.puzzles import puzzle_from_metadata
+    from syllo.rendering import question_template
+    answer = meta.get("answer")
     if not isinstance(answer, str):
         return None
-    if kind == "judge":
-        concl = meta.get("conclusion")
-        variant = meta.get("conclusion_phrasing") or 0
-        if not (isinstance(concl, list) and concl and concl[0] in PHRASES):
-            return None
-        forms = PHRASES[concl[0]]
-        text = forms[variant if isinstance(variant, int) and 0 <= variant < len(forms) else 0]
-        c = text.format(s="S", p="P")
-        return f"Does it follow that {c[0].lower() + c[1:]}?", answer.strip().lower()
-    if kind == "derive":
-        a = answer.strip().lower()
-        if a == NOTHING:
-            return "What follows with S as subject and P as predicate?", NOTHING
-        st = parse_statement(a)
-        return "What follows with S as subject and P as predicate?", (st.q if st else "other")
-    return None
+    try:
+        pz = puzzle_from_metadata(meta)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    terms = (pz.conclusion.s, pz.conclusion.p) if pz.kind == "judge" and pz.conclusion else (pz.subject, pz.predicate)
+    return question_template(pz), answer_class(answer, terms)
 
 
 def answer_balance(templates: dict[str, Counter]) -> dict:
