@@ -20,8 +20,12 @@ Orphan safety: the child asks the kernel for SIGKILL when its parent dies (PR_SE
 also exits on stdin EOF, so a SIGKILLed daemon never leaves a trainer writing the same job folder
 as the next daemon's trainer.
 
-With ``training.num_processes > 1`` the job runs under ``accelerate launch core/train.py
---job-file F`` in a subprocess; commands are relayed through ``$TRAINER_JOB_CONTROL_FILE``.
+With ``training.num_processes > 1`` or ``training.num_machines > 1`` the job runs under
+``accelerate launch core/train.py --job-file F`` in a subprocess (``core/daemon/launch.py``); commands
+are relayed through ``$TRAINER_JOB_CONTROL_FILE``. A multi-machine job is also published on the
+job endpoint (``core/daemon/job_server.py``) that ``trainctl worker`` polls on the other machines.
+A group launch that dies without rank 0's report (a rank or machine died) is reported as
+``killed``, which the daemon retries from the last complete checkpoint.
 """
 from __future__ import annotations
 
@@ -30,7 +34,6 @@ if __package__ in (None, ""):
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import ctypes
 import faulthandler
 import json
 import os
@@ -44,20 +47,11 @@ import traceback
 from pathlib import Path
 
 from foundation.json_lines import iter_json_lines
+from foundation.parent_death import die_with_parent, preexec_die_with_parent
 
 MSG_FD_ENV = "TRAINER_CHILD_MSG_FD"
 PARENT_ENV = "TRAINER_CHILD_PARENT_PID"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _die_with_parent(expected_parent: int | None) -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-    if expected_parent and os.getppid() != expected_parent:
-        os._exit(3)  # the parent died before prctl took effect
 
 
 class Channel:
@@ -191,25 +185,65 @@ def _run_in_process(job_doc: dict, ctl, chan: Channel) -> dict:
 
 
 def _run_launched(job_doc: dict, ctl, chan: Channel, control_file: Path) -> dict:
-    """num_processes > 1: accelerate launch core/train.py --job-file F; relay commands."""
+    """A group launch: accelerate launch core/train.py --job-file F (machine rank 0); relay
+    commands; for a multi-machine job, publish it to the workers while it runs."""
+    import contextlib
+    from core.daemon.launch import accelerate_command, cluster_token, launch_env
     from trainer.engine.job_control import CONTROL_FILE_ENV, write_control_file
     from foundation.atomic_io import atomic_write_json
-    cfg = job_doc.get("config") or {}
-    tr = cfg.get("training") or {}
-    n = int(tr.get("num_processes", 1))
+    tr = (job_doc.get("config") or {}).get("training") or {}
     job_file = control_file.with_name("job.json")
     atomic_write_json(job_file, job_doc)
     write_control_file(control_file, "none", 0)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
-    if tr.get("accelerate_config"):
-        cmd += ["--config_file", str(tr["accelerate_config"])]
-    elif str(tr.get("device", "auto")) == "cpu" or not _cuda():
-        cmd += ["--cpu"]
-    cmd += [str(REPO / "core" / "train.py"), "--job-file", str(job_file)]
-    env = dict(os.environ, **{CONTROL_FILE_ENV: str(control_file)})
+    cmd = accelerate_command(tr, job_file, machine_rank=0)
+    env = launch_env(tr, {CONTROL_FILE_ENV: str(control_file)})
+    publish = contextlib.nullcontext()
+    if int(tr.get("num_machines", 1)) > 1:
+        from core.daemon.job_server import JobServer
+        host = str(tr.get("main_process_ip") or "127.0.0.1")
+        publish = JobServer(host, int(tr.get("job_server_port") or 29499), job_doc, cluster_token(host))
+    with publish:
+        rc, last = _launch_and_wait(cmd, env, job_doc, ctl, control_file)
+    try:
+        doc = json.loads(last)
+    except json.JSONDecodeError:
+        doc = None
+    if rc != 0 or not isinstance(doc, dict):
+        from core.daemon.failure_classifier import classify_exit
+        f = classify_exit(rc, last)
+        if f.kind == "other":
+            # Rank 0 reports every exception of its own as JSON; no report means a rank (here or
+            # on another machine) died and the group went down with it: restart the group.
+            raise _LaunchFailed("killed", f"a rank of the training group died ({f.message})", doc)
+        raise _LaunchFailed(f.kind, f.message, doc)
+    if doc.get("ok") is False:
+        kind = doc.get("error_kind") or _classify_report(doc)
+        raise _LaunchFailed(kind, doc.get("error") or "failed", doc)
+    return doc
+
+
+_GROUP_FAILURE_TYPES = ("DistBackendError", "DistNetworkError", "DistStoreError", "DistError")
+_GROUP_FAILURE_TEXT = ("connection closed by peer", "connection reset by peer", "gloo", "nccl",
+                       "broken pipe", "socket timeout", "timed out")
+
+
+def _classify_report(doc: dict) -> str:
+    """Rank 0's own exception (train_cli's ``error_type``/``error_mro``): a collective that failed
+    because a peer went away counts as a killed group (restarted); the rest as any child error."""
+    from core.daemon.failure_classifier import classify_report
+    mro = list(doc.get("error_mro") or [])
+    kind = classify_report(str(doc.get("error_type") or ""), str(doc.get("error") or ""), mro or None).kind
+    text = str(doc.get("error") or "").lower()
+    if kind == "other" and (set(mro) & set(_GROUP_FAILURE_TYPES) or any(t in text for t in _GROUP_FAILURE_TEXT)):
+        return "killed"
+    return kind
+
+
+def _launch_and_wait(cmd: list[str], env: dict, job_doc: dict, ctl, control_file: Path) -> tuple[int, str]:
+    """Run the launch; relay commands and progress; return (exit status, last stdout line)."""
+    from trainer.engine.job_control import write_control_file
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, env=env, text=True,
-                            start_new_session=True,
-                            preexec_fn=lambda: ctypes.CDLL("libc.so.6").prctl(1, int(signal.SIGKILL), 0, 0, 0))
+                            start_new_session=True, preexec_fn=preexec_die_with_parent)
     relay_seq = [0]
 
     def relay(cmd_name: str) -> None:
@@ -230,17 +264,7 @@ def _run_launched(job_doc: dict, ctl, chan: Channel, control_file: Path) -> dict
         rc = proc.wait()
     finally:
         done.set()
-    try:
-        doc = json.loads(last)
-    except json.JSONDecodeError:
-        doc = None
-    if rc != 0 or not isinstance(doc, dict):
-        from core.daemon.failure_classifier import classify_exit
-        f = classify_exit(rc, last)
-        raise _LaunchFailed(f.kind, f.message, doc)
-    if doc.get("ok") is False:
-        raise _LaunchFailed(doc.get("error_kind") or "other", doc.get("error") or "failed", doc)
-    return doc
+    return rc, last
 
 
 def _relay_progress(status_file: str | None, ctl, done: threading.Event) -> None:
@@ -262,14 +286,6 @@ def _relay_progress(status_file: str | None, ctl, done: threading.Event) -> None
             ctl.report_step(int(step))
 
 
-def _cuda() -> bool:
-    try:
-        import torch
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
-
-
 class _LaunchFailed(RuntimeError):
     def __init__(self, kind: str, message: str, doc: dict | None):
         super().__init__(message)
@@ -282,7 +298,7 @@ def main() -> int:
     # interpreter is stuck in C code: what safety/anti_stuck_monitor.py saves before it kills a hang.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     parent = int(os.environ.get(PARENT_ENV, "0") or 0)
-    _die_with_parent(parent or None)
+    die_with_parent(parent or None)
     fd_env = os.environ.get(MSG_FD_ENV)
     chan = Channel(int(fd_env) if fd_env else None)
     from trainer.engine.job_control import ChildControl
@@ -331,8 +347,8 @@ def _run_one(job_doc: dict, ctl, chan: Channel) -> bool:
     """Run one job and report it; False when it failed (the process then exits)."""
     chan.send({"type": "started", "job_id": job_doc.get("job_id"), "pid": os.getpid()})
     try:
-        n = int(((job_doc.get("config") or {}).get("training") or {}).get("num_processes", 1))
-        if n > 1:
+        from core.daemon.launch import is_group_launch
+        if is_group_launch((job_doc.get("config") or {}).get("training") or {}):
             result = _run_launched(job_doc, ctl, chan, Path(job_doc["output_dir"]) / "control.json")
         else:
             result = _run_in_process(job_doc, ctl, chan)

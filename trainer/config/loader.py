@@ -152,6 +152,9 @@ def _cross_checks(cfg: Config, problems: list[str]) -> None:
     if cfg.training.precision == "fp16" and cfg.training.device == "cpu":
         problems.append("'training.precision' is 'fp16' but 'training.device' is 'cpu'; "
                         "fp16 needs CUDA: use 'fp32' or 'bf16' on CPU")
+    if cfg.training.machine_rank >= cfg.training.num_machines:
+        problems.append(f"'training.machine_rank' ({cfg.training.machine_rank}) must be below "
+                        f"'training.num_machines' ({cfg.training.num_machines})")
     for key in ("api_key", "admin_api_key"):
         if getattr(cfg.inference, key) and getattr(cfg.inference, f"{key}_file"):
             problems.append(f"'inference.{key}' and 'inference.{key}_file' are both set; keep one "

@@ -102,6 +102,22 @@ class TrainingConfig:
     """Training processes; > 1 launches the trainer child with accelerate launch (DDP)."""
     accelerate_config: str = f("")
     """Optional accelerate config file (FSDP / DeepSpeed / multi-node) for num_processes > 1."""
+    num_machines: int = f(1, min=1, max=1024)
+    """Machines in one training launch (each runs num_processes ranks). > 1: the machine with
+    machine_rank 0 runs the daemon (intake, checkpoints, deployment); every other machine runs
+    ``trainctl worker`` and joins each job's launch. Job folders, models and data must be at the same
+    paths on every machine (shared storage); see ARCHITECTURE.md, "Beyond one machine"."""
+    machine_rank: int = f(0, min=0, max=1023)
+    """This machine's rank in a multi-machine launch: 0 where the daemon runs, 1.. on workers."""
+    main_process_ip: str = f("127.0.0.1")
+    """Address of the machine_rank-0 machine, as every machine reaches it: the torch.distributed
+    rendezvous and the job endpoint that workers poll."""
+    main_process_port: int = f(29500, min=1, max=65535)
+    """torch.distributed rendezvous port on the machine_rank-0 machine."""
+    job_server_port: int = f(29499, min=1, max=65535)
+    """Port of the rank-0 job endpoint (GET /job) that workers poll; served on main_process_ip
+    while a multi-machine job runs. Set $TRAINER_CLUSTER_TOKEN on every machine to require it
+    (mandatory when main_process_ip is not a loopback address)."""
     device: str = f("auto", choices=["auto", "cpu", "cuda"])
     """Where to train: auto = CUDA when available."""
     dataloader_num_workers: int = f(0, min=0, max=64)

@@ -55,6 +55,11 @@ def train_command(dataset, model_path, output, profile, system_prompt, max_steps
     if job_file:
         from trainer.engine.job import TrainJob
         job = TrainJob.from_json(Path(job_file).read_text())
+        if "LOCAL_RANK" in os.environ:
+            # torchrun gives every rank its own session: without this, a killed launcher (the
+            # daemon's trainer child, or a worker's launch) would leave its ranks running.
+            from foundation.parent_death import die_with_parent
+            die_with_parent()
         # Under `accelerate launch` every rank reads the daemon's command file itself, so
         # pause/stop/skip reach all ranks at the same step boundary.
         from trainer.engine.job_control import FileJobControl
@@ -109,6 +114,16 @@ def _run(job, standalone: bool, control=None) -> None:
             result = TrainerEngine().run_job(job, control=control, standalone=standalone)
     except DataError as e:
         click.echo(json.dumps({"ok": False, "error": str(e), "error_kind": "data_error", "report": e.report}))
+        raise SystemExit(1)
+    except Exception as e:  # noqa: BLE001 - a launched rank 0 reports every failure of its own
+        if standalone or int(os.environ.get("RANK", "0")) != 0:
+            raise
+        import traceback
+        traceback.print_exc()
+        # The launcher (core/daemon/trainer_child.py) classifies by type and message; a missing
+        # report means the process died without one (a signal, or its group was torn down).
+        click.echo(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"[:4000], "error_kind": None,
+                               "error_type": type(e).__name__, "error_mro": [c.__name__ for c in type(e).__mro__]}))
         raise SystemExit(1)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(json.dumps(result.to_dict()))
