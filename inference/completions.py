@@ -12,7 +12,7 @@ import time
 from typing import Any, AsyncIterator, Callable
 
 from inference.errors import APIError
-from inference.gen_request import GenRequest
+from trainer.generation.request import GenRequest
 from inference.metrics import ServerMetrics
 
 ENDPOINT = "/v1/chat/completions"

@@ -9,7 +9,6 @@ Where versions live (see REMOTE_INFERENCE.md):
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import time
@@ -23,6 +22,7 @@ from foundation.device import model_dtype, resolve_device
 from foundation.paths import Paths, is_within
 from inference.errors import APIError, INVALID_REQUEST, NOT_FOUND
 from inference import profile_adapter
+from trainer.generation.target import cache_kwarg_name, pad_token_id, supports_row_merge
 from trainer.profiles.generation import eos_token_ids
 
 log = logging.getLogger("inference.loader")
@@ -144,9 +144,7 @@ def load_model(folder: str | Path, *, version: str, model_id: str, device: str =
         raise ValueError(f"{folder}: the tokenizer has no chat template")
 
     eos = eos_token_ids(model, tokenizer)
-    pad = tokenizer.pad_token_id
-    if pad is None:
-        pad = min(eos) if eos else 0
+    pad = pad_token_id(tokenizer, eos)
 
     ctx = int(getattr(model.config, "max_position_embeddings", 0) or 0)
     tmax = getattr(tokenizer, "model_max_length", None)
@@ -156,8 +154,6 @@ def load_model(folder: str | Path, *, version: str, model_id: str, device: str =
         ctx = 2048
 
     profile = profile_adapter.load_profile(profile_name, profile_options)
-    params = inspect.signature(model.forward).parameters
-    cache_kwarg = "cache" if "cache" in params else "past_key_values"
     meta = read_model_meta(folder)
     step = meta.get("global_step")
     return LoadedModel(
@@ -167,19 +163,6 @@ def load_model(folder: str | Path, *, version: str, model_id: str, device: str =
         parameters=sum(p.numel() for p in model.parameters()), dtype=str(dtype).replace("torch.", ""),
         device=dev, profile_name=getattr(profile, "name", profile_name) or profile_name,
         system_prompt=system_prompt or None, context_window=ctx, eos_ids=frozenset(eos), pad_id=int(pad),
-        stop_sequences=profile_adapter.stop_sequences(profile), cache_kwarg=cache_kwarg,
-        supports_merge=_plain_dynamic_cache(model), meta=meta,
+        stop_sequences=profile_adapter.stop_sequences(profile), cache_kwarg=cache_kwarg_name(model),
+        supports_merge=supports_row_merge(model), meta=meta,
     )
-
-
-def _plain_dynamic_cache(model: Any) -> bool:
-    """True when every cache layer is a plain DynamicLayer: rows can then be padded and merged
-    into a running batch (continuous batching). Sliding-window or linear-attention layers cannot,
-    and the batcher falls back to admitting new requests only between batches."""
-    try:
-        from transformers import DynamicCache
-        from transformers.cache_utils import DynamicLayer
-        cache = DynamicCache(config=model.config)
-        return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
-    except Exception:  # noqa: BLE001 - any surprise means "do not merge"
-        return False

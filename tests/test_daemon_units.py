@@ -19,7 +19,7 @@ from bad_inputs.daemon_harness import (child_pid, controller, heartbeat_wall, pi
 from conftest import chat_records, write_jsonl
 from core.daemon.control_flags import active_flags, clear_flag, read_flag, write_flag
 from core.daemon.model_swap import ModelDirError, install_model, read_lineage, recover, verify_model_dir
-from core.daemon.failure_classifier import classify_exception, classify_exit, classify_report
+from foundation.failures import classify_exception, classify_exit, classify_report
 from core.jobqueue.inbox_watcher import InboxTracker, is_ignored_name
 from foundation.paths import Paths
 from foundation.single_instance import AlreadyRunning, SingleInstance, is_locked, running_pid
@@ -250,12 +250,13 @@ STALL_S = 20.0  # above the tiny model's load + tokenization on a busy 2-core ma
 def test_frozen_trainer_is_killed_as_hang_but_never_while_paused(base_dir, reaper):
     """The real daemon and trainer child. Paused longer than daemon.stall_timeout: not a hang.
     Then the trainer is frozen (SIGSTOP: a real process that makes no step): the daemon kills it
-    after stall_timeout, quarantines the file with reason "hang" and stays up."""
+    after stall_timeout and resumes the job (daemon.hang_retries 1); frozen again, the file is
+    quarantined with reason "hang" and the daemon stays up."""
     base = base_dir
     update_config(base, {"training": {"max_steps": 100000, "save_steps": 100000, "eval_steps": 0,
                                       "per_device_batch_size": 2},
                          "daemon": {"heartbeat_interval": 0.3, "file_stable_seconds": 0.2,
-                                    "stall_timeout": STALL_S}})
+                                    "stall_timeout": STALL_S, "hang_retries": 1}})
     proc = start_daemon(reaper, base)
     write_jsonl(base / "inbox" / "stuck.jsonl", chat_records(40, seed=3))
     wait_for(lambda: status(base).get("current_file") == "stuck.jsonl"
@@ -273,6 +274,14 @@ def test_frozen_trainer_is_killed_as_hang_but_never_while_paused(base_dir, reape
 
     r = controller(base, "resume", "--wait", "60")
     assert r.returncode == 0, r.stdout + r.stderr
+    step_at_freeze = status(base).get("current_step") or 0
+    os.kill(trainer, signal.SIGSTOP)
+    wait_for(lambda: pid_gone(trainer), STALL_S + 90, "the first frozen trainer killed", proc=proc)
+    wait_for(lambda: child_pid(base) not in (None, trainer) and status(base).get("current_file") == "stuck.jsonl"
+             and (status(base).get("current_step") or 0) > step_at_freeze, 240,
+             "stuck.jsonl resumed after one hang and stepping again", proc=proc)
+    assert queue_names(base, "failed") == []
+    trainer = child_pid(base)
     os.kill(trainer, signal.SIGSTOP)
     wait_for(lambda: "stuck.jsonl" in queue_names(base, "failed"), STALL_S + 90, "stuck.jsonl quarantined",
              proc=proc)

@@ -93,7 +93,7 @@ def test_eos_ids_merge_model_and_tokenizer_without_duplicates(tiny):
 
 
 def test_text_stream_cuts_where_cut_at_stop_cuts_with_a_stop_spread_over_tokens(tiny):
-    from inference.text_stream import TextStream
+    from trainer.generation.text_stream import TextStream
     _, tok = tiny
     stops = ["<<ANS_END>>", "END>> and"]  # overlapping stops: the earlier one wins
     text = "valid <<ANS_END>> and then more"
@@ -108,7 +108,7 @@ def test_text_stream_cuts_where_cut_at_stop_cuts_with_a_stop_spread_over_tokens(
 def test_evaluator_stops_a_row_when_its_generated_tokens_complete_a_stop(tiny):
     import torch
 
-    from monitoring.evaluation.generate import stopping_criteria
+    from trainer.generation.reference import stopping_criteria
     _, tok = tiny
     prompt = tok("question <<ANS_END>> ?", add_special_tokens=False)["input_ids"]  # a stop in the prompt
     gen = tok(" answer <<ANS_END>>", add_special_tokens=False)["input_ids"]

@@ -117,7 +117,7 @@ def test_queue_bound_raises_429(engine):
 
 def test_text_stream_holds_back_a_possible_stop_and_never_splits_characters(tiny_model_dir):
     from transformers import AutoTokenizer
-    from inference.text_stream import TextStream
+    from trainer.generation.text_stream import TextStream
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     text = "think 🤔🤔 then STOP here"

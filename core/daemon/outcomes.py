@@ -5,6 +5,7 @@
   stop / pause result -> back to the head of its queue (resumes from its checkpoint)
   oom                 -> retried with half the batch and twice the accumulation, up to daemon.oom_max_retries
   killed (not by us)  -> retried from its last checkpoint, up to daemon.max_job_restarts
+  hang                -> retried from its last checkpoint, up to daemon.hang_retries
   anything else       -> failed/ with a machine-readable reason (hang, nan_loss, data_error, ...)
 
 The success path is idempotent: the job record is marked "finishing" with the result before the
@@ -16,7 +17,7 @@ import traceback
 from pathlib import Path
 
 from core.daemon.context import ActiveJob, DaemonContext
-from core.daemon.failure_classifier import classify_exit
+from foundation.failures import classify_exit
 from core.daemon.lineage import bump_high_water
 from core.daemon.model_swap import has_weights, install_model, read_lineage
 from core.daemon.status import note_error, queue_status, set_state, write_status
@@ -122,6 +123,11 @@ def job_failed(ctx: DaemonContext, name: str, rec: dict, err: dict, global_step:
             requeue(ctx, name, f"out of memory: retrying with per_device_batch_size {overrides[BATCH_KEY]}, "
                                f"gradient_accumulation_steps {overrides[ACCUM_KEY]}")
             return
+    if kind == "hang" and not ctx.stopping and int(rec.get("hang_retries", 0)) < d.hang_retries:
+        ctx.store.update_record(name, hang_retries=int(rec.get("hang_retries", 0)) + 1)
+        requeue(ctx, name, f"{err.get('message')}; resuming from its last checkpoint "
+                           f"(hang retry {int(rec.get('hang_retries', 0)) + 1}/{d.hang_retries})")
+        return
     if kind == "killed" and not ctx.stopping and int(rec.get("restarts", 0)) < d.max_job_restarts:
         ctx.store.update_record(name, restarts=int(rec.get("restarts", 0)) + 1)
         requeue(ctx, name, f"{err.get('message')}; resuming from its last checkpoint "

@@ -51,7 +51,6 @@ from foundation.parent_death import die_with_parent, preexec_die_with_parent
 
 MSG_FD_ENV = "TRAINER_CHILD_MSG_FD"
 PARENT_ENV = "TRAINER_CHILD_PARENT_PID"
-REPO = Path(__file__).resolve().parents[2]
 
 
 class Channel:
@@ -208,17 +207,19 @@ def _run_launched(job_doc: dict, ctl, chan: Channel, control_file: Path) -> dict
         doc = json.loads(last)
     except json.JSONDecodeError:
         doc = None
+    if isinstance(doc, dict) and doc.get("ok") is False:  # rank 0's own report (exit status 1)
+        kind = doc.get("error_kind") or _classify_report(doc)
+        message = doc.get("error") or "failed"
+        raise _LaunchFailed(kind, f"a rank of the training group died: {message}" if kind == "killed" else message,
+                            doc)
     if rc != 0 or not isinstance(doc, dict):
-        from core.daemon.failure_classifier import classify_exit
+        from foundation.failures import classify_exit
         f = classify_exit(rc, last)
         if f.kind == "other":
             # Rank 0 reports every exception of its own as JSON; no report means a rank (here or
             # on another machine) died and the group went down with it: restart the group.
             raise _LaunchFailed("killed", f"a rank of the training group died ({f.message})", doc)
         raise _LaunchFailed(f.kind, f.message, doc)
-    if doc.get("ok") is False:
-        kind = doc.get("error_kind") or _classify_report(doc)
-        raise _LaunchFailed(kind, doc.get("error") or "failed", doc)
     return doc
 
 
@@ -230,7 +231,7 @@ _GROUP_FAILURE_TEXT = ("connection closed by peer", "connection reset by peer", 
 def _classify_report(doc: dict) -> str:
     """Rank 0's own exception (train_cli's ``error_type``/``error_mro``): a collective that failed
     because a peer went away counts as a killed group (restarted); the rest as any child error."""
-    from core.daemon.failure_classifier import classify_report
+    from foundation.failures import classify_report
     mro = list(doc.get("error_mro") or [])
     kind = classify_report(str(doc.get("error_type") or ""), str(doc.get("error") or ""), mro or None).kind
     text = str(doc.get("error") or "").lower()
@@ -359,7 +360,7 @@ def _run_one(job_doc: dict, ctl, chan: Channel) -> bool:
         chan.send({"type": "result", "result": result, "verified": verified})
         return True
     except BaseException as e:  # noqa: BLE001 - every failure is reported, then we exit
-        from core.daemon.failure_classifier import classify_exception
+        from foundation.failures import classify_exception
         if isinstance(e, _LaunchFailed):
             kind, message, report = e.kind, str(e), e.doc.get("report")
         else:

@@ -3,12 +3,13 @@
 Kinds: oom, nan_loss, data_error, disk_full, killed, hang, exception (a traceback of another kind),
 other. A failed job's kind comes from the training daemon's own classifier (``reason`` in
 ``queue/failed/NAME.error.json``); for process exits and log tracebacks this module reads the text
-(the exception line first), with the same markers as ``core/daemon/failure_classifier.py``
-(safety may not import core: the layers keep sidecars independent).
+(the exception line first), with the daemon's own markers (``foundation.failures.classify_text``).
 """
 from __future__ import annotations
 
 import re
+
+from foundation.failures import classify_text
 
 KINDS = ("oom", "nan_loss", "data_error", "disk_full", "killed", "hang", "exception", "other")
 
@@ -34,25 +35,9 @@ ADVICE = {
              "logs/trainer_child.log) around the time given.",
 }
 
-_OOM = ("outofmemoryerror", "out of memory", "cannot allocate memory", "can't allocate memory",
-        "memoryerror", "defaultcpuallocator", "cublas_status_alloc_failed")
-_DISK = ("no space left on device", "disk quota exceeded", "enospc")
-_NAN = ("nanlosserror", "loss is nan", "loss is inf", "nan loss", "non-finite loss")
 _DATA = re.compile(r"^(\w+\.)*(DataError|RecordError|ValidationError|ValueError|JSONDecodeError|UnicodeDecodeError)\b")
 _EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Warning)|[A-Za-z_][\w.]*\.\w+)(:|$)")
 _SIGNAL_CODES = {137: "SIGKILL", 143: "SIGTERM", 134: "SIGABRT", 139: "SIGSEGV"}
-
-
-def classify_text(text: str) -> str | None:
-    """A kind for free text (an exception line, log lines); None when nothing specific is in it."""
-    low = text.lower()
-    if any(m in low for m in _OOM):
-        return "oom"
-    if any(m in low for m in _DISK):
-        return "disk_full"
-    if any(m in low for m in _NAN):
-        return "nan_loss"
-    return None
 
 
 def exception_line(lines: list[str]) -> str | None:

@@ -96,6 +96,9 @@ class TrainingConfig:
     fp16 trains with a loss scaler (master weights fp32)."""
     gradient_checkpointing: bool = f(False)
     """Trade compute for memory."""
+    torch_compile: bool = f(False)
+    """Compile the model with torch.compile: pays on CUDA for long jobs; on CPU the compile time
+    exceeds a file's worth of small-model steps."""
     group_by_length: bool = f(True)
     """Length-grouped batches (little padding on skewed data)."""
     num_processes: int = f(1, min=1, max=1024)
@@ -174,6 +177,9 @@ class DaemonConfig:
     stall_timeout: float = f(1800.0, min=0.0, max=604800)
     """A job with no optimizer step for this long (not paused) is killed and reported as a hang;
     0 disables. Must exceed the slowest step plus model load and evaluation time."""
+    hang_retries: int = f(1, min=0, max=100)
+    """A job killed as a hang resumes from its last checkpoint this many times before it is
+    quarantined with reason "hang" (a transient stall resumes; a file that hangs again fails)."""
     max_job_restarts: int = f(3, min=0, max=1000)
     """Times a job whose trainer process died (killed, segfault) is resumed from its last
     checkpoint before the file is quarantined."""

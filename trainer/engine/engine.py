@@ -63,9 +63,7 @@ def _training_args(cfg: Config, out: Path, precision: str, device: str, with_eva
         dataloader_num_workers=tr.dataloader_num_workers,
         # Evaluation needs the loss only: never gather every batch's full-vocabulary logits.
         prediction_loss_only=True,
-        # Opt-in (a config key ``training.torch_compile`` where the schema has one): it pays on
-        # CUDA for long jobs; on CPU its compile time exceeds a file's worth of tiny-model steps.
-        torch_compile=bool(getattr(tr, "torch_compile", False)),
+        torch_compile=tr.torch_compile,
     )
 
 
@@ -75,6 +73,17 @@ def _attn_implementation(device: str, precision: str) -> str | None:
     if device == "cuda" and precision in ("bf16", "fp16") and importlib.util.find_spec("flash_attn"):
         return "flash_attention_2"
     return None
+
+
+def _saved_at(trainer, out: Path, global_step: int) -> bool:
+    """Whether the newest complete checkpoint is at ``global_step``, as rank 0 sees it: rank 0
+    seals checkpoints after the others have moved on, so a rank deciding from the disk alone could
+    skip a save (a collective) that the others enter."""
+    box = [has_checkpoint_at(out, global_step)]
+    if trainer.accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+        broadcast_object_list(box, from_process=0)
+    return bool(box[0])
 
 
 class TrainerEngine:
@@ -171,12 +180,12 @@ class TrainerEngine:
             if eval_ds is not None and (tr.eval_steps <= 0 or local_end % tr.eval_steps != 0):
                 metrics = trainer.evaluate()
                 st.validation_loss = float(metrics.get("eval_loss", float("nan")))
-            if not has_checkpoint_at(out, global_start + local_end):
+            if not _saved_at(trainer, out, global_start + local_end):
                 trainer.save_final_checkpoint()
             if trainer.is_world_process_zero():
                 final_dir = str(export_final(out, trainer.model, trainer.processing_class, tr.method))
         elif st.stopped_reason == "stop":
-            if not has_checkpoint_at(out, global_start + local_end):
+            if not _saved_at(trainer, out, global_start + local_end):
                 trainer.save_final_checkpoint()
 
         duration = time.time() - t_start
@@ -203,7 +212,8 @@ class TrainerEngine:
                                 t_start: float) -> JobResult:
         """The result of a job whose last checkpoint is already at its last step: export, no training."""
         info = read_json(cp / CHECKPOINT_INFO) or {}
-        final = export_final_from_checkpoint(out, cp)
+        # One writer of final/ (the ranks of a group launch share the job folder).
+        final = export_final_from_checkpoint(out, cp) if int(os.environ.get("RANK", "0")) == 0 else out / "final"
         losses = [h["loss"] for h in state.get("log_history", []) if "loss" in h]
         local = int(state["global_step"])
         return JobResult(ok=True, job_id=job.job_id, global_step_start=global_start,

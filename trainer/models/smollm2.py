@@ -26,7 +26,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from foundation.atomic_io import fsync_dir
 from foundation.single_instance import pid_alive
+from foundation.status_io import utc_now_iso
 
 log = logging.getLogger("trainer.models.smollm2")
 
@@ -147,7 +149,7 @@ def convert(output: str | os.PathLike, *, force: bool = False) -> ConversionResu
     if is_complete(output) and not force:
         return ConversionResult(output, False, time.perf_counter() - t0)
     if output.exists() and not force:  # never ours (ours appear complete, by rename): not ours to delete
-        raise ConversionError(f"{output} exists but is not a complete conversion; use force to replace it")
+        raise ConversionError(f"{output} exists but is not a complete conversion; use --force to replace it")
     gguf = find_gguf()
     _require_gguf_reader()
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -160,17 +162,22 @@ def convert(output: str | os.PathLike, *, force: bool = False) -> ConversionResu
         from transformers import AutoTokenizer
         check_chat_template(AutoTokenizer.from_pretrained(tmp))  # the saved folder, as loaders will see it
         info = {"source_package": DISTRIBUTION, "source_version": importlib.metadata.version(DISTRIBUTION),
-                "gguf_file": GGUF_NAME, "dtype": "float32", "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                                          time.gmtime())}
+                "gguf_file": GGUF_NAME, "dtype": "float32", "converted_at": utc_now_iso()}
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        for f in tmp.iterdir():  # on disk before the rename makes the folder visible as complete
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
         old = None
         if output.exists():
-            if is_complete(output) and not force:  # another process finished first: keep theirs
+            if not force:  # appeared meanwhile: another conversion finished first, or not ours at all
                 shutil.rmtree(tmp, ignore_errors=True)
-                return ConversionResult(output, False, time.perf_counter() - t0)
+                if is_complete(output):
+                    return ConversionResult(output, False, time.perf_counter() - t0)
+                raise ConversionError(f"{output} appeared during the conversion and is not a complete one")
             old = output.parent / f".{output.name}.old-{os.getpid()}"
             os.rename(output, old)
         os.rename(tmp, output)
+        fsync_dir(output.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

@@ -1,6 +1,6 @@
 """Where a generation ends: EOS token ids and stop strings, one rule for every generator.
 
-The inference server (``inference.text_stream``, ``inference.model_loader``), the evaluator
+The batched generation engine (``trainer.generation``), the server (``inference.model_loader``), the evaluator
 (``monitoring.evaluation``) and the profiles themselves (``DataProfile.postprocess``) all decide
 "has this reply ended, and where" with these functions, so the evaluator scores replies cut exactly
 as the server cuts them.

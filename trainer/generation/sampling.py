@@ -1,11 +1,14 @@
 """Next-token choice for a batch of rows, each with its own settings: profile logits processors,
 ``logit_bias``, presence/frequency penalties, then greedy or temperature + top-p sampling (a
-per-request ``seed`` gets its own generator, so its output does not depend on the other rows)."""
+per-request ``seed`` gets its own generator, so its output does not depend on the other rows).
+
+Rows that ask for it (``want_probs``, the evaluator's confidence) also get the chosen token's
+probability under the model's own logits, before any processor or penalty changed them."""
 from __future__ import annotations
 
 from typing import Sequence
 
-from inference.gen_request import GenRequest
+from trainer.generation.request import GenRequest
 
 
 def sample_next_tokens(rows: Sequence[GenRequest], logits) -> tuple[list[int], list[int]]:
@@ -19,6 +22,8 @@ def sample_next_tokens(rows: Sequence[GenRequest], logits) -> tuple[list[int], l
     if not bool(finite.all()):
         bad = (~finite).nonzero().flatten().tolist()
         logits = torch.nan_to_num(logits, nan=0.0, posinf=0.0, neginf=0.0)
+    raw_rows = [i for i, r in enumerate(rows) if r.want_probs]
+    raw = logits[raw_rows].softmax(-1) if raw_rows else None  # a copy: processors below edit ``logits``
     for i, r in enumerate(rows):
         if r.processors:
             ids = torch.tensor([r.prompt_ids + r.generated], dtype=torch.long, device=logits.device)
@@ -62,4 +67,9 @@ def sample_next_tokens(rows: Sequence[GenRequest], logits) -> tuple[list[int], l
             sel = torch.tensor(shared, dtype=torch.long, device=logits.device)
             picks = torch.multinomial(probs.index_select(0, sel), 1).flatten()
             out[idx.index_select(0, sel)] = picks
-    return out.tolist(), bad
+    toks = out.tolist()
+    if raw is not None:
+        picked = raw.gather(-1, out[raw_rows][:, None]).flatten().tolist()
+        for i, p in zip(raw_rows, picked):
+            rows[i].next_prob = p
+    return toks, bad

@@ -10,7 +10,8 @@ Kinds (written to ``NAME.error.json`` as ``reason``/``kind``):
   other      anything else
 
 Kept free of torch imports: the daemon classifies child exits by exit status and the child's
-report (exception type name + message), the child classifies exception objects.
+report (exception type name + message), the child classifies exception objects, and the crash
+detector (safety/) reads free text from logs with the same markers (``classify_text``).
 """
 from __future__ import annotations
 
@@ -87,6 +88,19 @@ def classify_exit(returncode: int | None, stderr_tail: str = "") -> Failure:
     tail = stderr_tail.strip().splitlines()[-1:] if stderr_tail.strip() else []
     return Failure("other", f"training process exited with status {returncode}"
                    + (f": {tail[0][:500]}" if tail else ""), False)
+
+
+def classify_text(text: str) -> str | None:
+    """The kind named by free text (an exception line, log lines): oom, disk_full or nan_loss;
+    None when the text names none of them."""
+    low = text.lower()
+    if any(t in low for t in _OOM_TEXT) or any(t.lower() in low for t in _OOM_TYPES):
+        return "oom"
+    if any(t in low for t in _DISK_TEXT):
+        return "disk_full"
+    if any(t in low for t in _NAN_TEXT) or any(t.lower() in low for t in _NAN_TYPES):
+        return "nan_loss"
+    return None
 
 
 def _kind_of(type_name: str, mro: list[str], message: str, err_no: int | None) -> str:
