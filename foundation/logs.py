@@ -46,3 +46,12 @@ def close_logging(logger: logging.Logger) -> None:
             h.close()
         except Exception:  # noqa: BLE001
             pass
+
+
+def enable_stack_dumps() -> None:
+    """On SIGUSR1, write every thread's Python stack to stderr (which the watchdog sends to
+    ``logs/<name>.out``): the anti-stuck monitor asks a hung process for its stacks this way.
+    Safe to call more than once."""
+    import faulthandler
+    import signal
+    faulthandler.register(signal.SIGUSR1, all_threads=True)

@@ -45,6 +45,7 @@ from core.daemon.status import heartbeat, note_error, set_state, write_status
 from core.daemon.supervision import (check_active_child, check_stall, drain_messages, ensure_warm_child,
                                      next_timeout, reap_exiting)
 from core.jobqueue.inbox_watcher import InboxTracker, start_observer
+from foundation.logs import enable_stack_dumps
 from foundation.single_instance import SingleInstance
 from foundation.status_io import utc_now_iso
 
@@ -64,6 +65,7 @@ class TrainingDaemon:
         ctx = self.ctx
         ctx.paths.ensure()
         lock = SingleInstance(ctx.paths.pids, LOCK_NAME).acquire()
+        enable_stack_dumps()  # the anti-stuck monitor's SIGUSR1 asks for our stacks
         try:
             if not self._load_config():
                 return 2

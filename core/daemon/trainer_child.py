@@ -34,7 +34,6 @@ if __package__ in (None, ""):
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import faulthandler
 import json
 import os
 import queue
@@ -46,6 +45,7 @@ import time
 import traceback
 from pathlib import Path
 
+from foundation.logs import enable_stack_dumps
 from foundation.json_lines import iter_json_lines
 from foundation.parent_death import die_with_parent, preexec_die_with_parent
 
@@ -297,7 +297,7 @@ class _LaunchFailed(RuntimeError):
 def main() -> int:
     # SIGUSR1 dumps every thread's Python stack to stderr (logs/trainer_child.log), even when the
     # interpreter is stuck in C code: what safety/anti_stuck_monitor.py saves before it kills a hang.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    enable_stack_dumps()
     parent = int(os.environ.get(PARENT_ENV, "0") or 0)
     die_with_parent(parent or None)
     fd_env = os.environ.get(MSG_FD_ENV)

@@ -117,6 +117,7 @@ class Sidecar:
 
     def run(self, once: bool = False) -> dict[str, Any]:
         """Loop until ``stop_event`` (or one pass with ``once``); returns the last status written."""
+        foundation_logs.enable_stack_dumps()
         written = self.publish()
         beat = None
         if not once:

@@ -26,6 +26,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from foundation.logs import enable_stack_dumps
 from foundation.deployed_versions import BASE_VERSION, VersionError
 from foundation.locking import FileMutex
 from foundation.paths import Paths
@@ -206,6 +207,7 @@ class DeploymentOrchestrator:
 
     def run(self, stop_event: threading.Event, *, monotonic: Callable[[], float] = time.monotonic) -> None:
         """The daemon loop: check on every change (polled) and every ``interval`` seconds."""
+        enable_stack_dumps()
         self.daemon_mode = True
         last_sig: tuple | None = None
         next_check = 0.0

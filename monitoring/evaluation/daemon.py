@@ -68,6 +68,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from foundation.logs import enable_stack_dumps
 from foundation.paths import Paths
 from foundation.status_io import utc_now_iso, write_status
 from monitoring.evaluation.checkpoints import discover_checkpoints, is_model_folder
@@ -246,6 +247,7 @@ class AutomatedTester:
 
     # ------------------------------------------------------------------ loop
     def run(self, once: bool = False) -> None:
+        enable_stack_dumps()  # the anti-stuck monitor's SIGUSR1 asks for our stacks
         self.status.set(state="idle")
         self.status.start(self.stop_event)
         if self.db.latest_evaluations(self.suite.version):
