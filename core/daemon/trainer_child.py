@@ -37,7 +37,6 @@ if __package__ in (None, ""):
 import json
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
