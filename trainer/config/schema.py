@@ -227,7 +227,7 @@ class InferenceConfig:
     its owner (chmod 600). Used instead of admin_api_key; $INFERENCE_ADMIN_KEY overrides it."""
     device: str = f("auto", choices=["auto", "cpu", "cuda"])
     """Device for serving."""
-    max_batch_size: int = f(16, min=1, max=1024)
+    max_batch_size: int = f(64, min=1, max=1024)
     """Most requests decoded together."""
     max_queue: int = f(256, min=1)
     """Waiting requests beyond which the server answers 429."""
