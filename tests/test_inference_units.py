@@ -82,7 +82,9 @@ def test_continuous_batching_matches_generate_with_staggered_arrivals(engine):
         assert r.sink.error is None
         ref = reference(engine, r.prompt_ids, n)
         assert r.generated == ref, (r.generated, ref)
-        assert r.sink.usage["completion_tokens"] == len(ref)
+        ended_by_eos = len(ref) < n
+        assert (r.eos_token is not None) == ended_by_eos
+        assert r.sink.usage["completion_tokens"] == len(ref) + ended_by_eos  # the EOS token counts
         assert "".join(r.sink.parts) == engine.tokenizer.decode(ref, skip_special_tokens=True)
 
 

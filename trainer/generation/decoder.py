@@ -199,8 +199,11 @@ class Decoder:
         if r.text.stopped:
             reason = "stop"
         r.done = True
-        usage = {"prompt_tokens": len(r.prompt_ids), "completion_tokens": len(r.generated),
-                 "total_tokens": len(r.prompt_ids) + len(r.generated)}
+        # The end-of-sequence token was generated too (and cost a decode step): it counts, as in
+        # vLLM, so a reply that ends at once still reports one completion token.
+        n_out = len(r.generated) + (r.eos_token is not None)
+        usage = {"prompt_tokens": len(r.prompt_ids), "completion_tokens": n_out,
+                 "total_tokens": len(r.prompt_ids) + n_out}
         if self.metrics is not None:
-            self.metrics.observe_tokens(len(r.prompt_ids), len(r.generated))
+            self.metrics.observe_tokens(len(r.prompt_ids), n_out)
         r.sink.finish(reason, usage)
