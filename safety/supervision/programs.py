@@ -3,9 +3,7 @@
 A row names the command (``{python}``, ``{repo}`` and ``{base_dir}`` are filled in), the status
 file whose ``heartbeat_at`` (written by that same ``pid``) shows it is alive and working, the PID
 file it keeps itself (to adopt an instance that is already running instead of starting a second
-one), and how long a polite stop may take. A later sidecar (data generation, curriculum, adversarial
-miner, self-correction, live monitor) is one more row; a row marked ``optional`` is skipped while
-its script does not exist yet.
+one), and how long a polite stop may take. A new sidecar is one more row.
 
 Tests and unusual set-ups replace the table with ``--programs FILE``: a JSON document
 ``{"programs": [{row}, ...], "policy": {RestartPolicy fields}}``.
@@ -48,8 +46,6 @@ class ProgramSpec:
     restart: str = "on-failure"
     """``on-failure``: an exit with code 0 (asked to stop: ``trainctl stop``, SIGTERM) stays down (EXITED)
     until ``trainctl watchdog reset NAME``; ``always``: restarted whatever the exit code."""
-    optional: bool = False
-    """Skipped while the script (first ``{repo}/...`` argument) does not exist."""
     match: str | None = None
     """Substring of /proc/<pid>/cmdline that identifies the program (default: its script path)."""
 
@@ -66,10 +62,6 @@ class ProgramSpec:
 
     def cmdline_match(self) -> str:
         return self.match or self.script() or self.argv[-1]
-
-    def available(self) -> bool:
-        s = self.script()
-        return not self.optional or s is None or (REPO_ROOT / s).is_file() or Path(s).is_file()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ProgramSpec":
@@ -143,7 +135,7 @@ def load_table(programs_file: str | Path | None, stop_timeout_training: float = 
 
 def select(programs: list[ProgramSpec], only: list[str] | None = None,
            group: str | None = None) -> list[ProgramSpec]:
-    """The rows to run: by name (``--only``), by group (``--training-only``), available scripts only."""
+    """The rows to run: by name (``--only``), by group (``--training-only``)."""
     if only:
         unknown = set(only) - {p.name for p in programs}
         if unknown:
@@ -151,4 +143,4 @@ def select(programs: list[ProgramSpec], only: list[str] | None = None,
         programs = [p for p in programs if p.name in only]
     if group:
         programs = [p for p in programs if p.group == group]
-    return [p for p in programs if p.available()]
+    return programs
