@@ -2,12 +2,12 @@
 and the bind-safety rule checked before it listens."""
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from foundation.net import is_loopback
 from foundation.paths import Paths
 
 
@@ -65,15 +65,6 @@ class ServerSettings:
             if v is not None:
                 setattr(s, k, v)
         return s
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost",):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind_safety(settings: ServerSettings) -> None:

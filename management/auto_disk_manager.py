@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import re
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -41,6 +41,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from foundation.atomic_io import atomic_write_json, read_json  # noqa: E402
+from foundation.daemon_run import only_instance, run_passes, stop_on_signals  # noqa: E402
 from foundation.paths import Paths  # noqa: E402
 from foundation.status_io import utc_now_iso, write_status  # noqa: E402
 from management.checkpoint_retention import GIB, Policy, run_retention  # noqa: E402
@@ -180,13 +181,7 @@ class DiskManager:
         return doc
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                self.check_once()
-            except Exception as e:  # noqa: BLE001 - a bad pass must not end the watch
-                import logging
-                logging.getLogger(NAME).exception("check failed: %s", e)
-            stop.wait(self.dcfg.interval)
+        run_passes(stop, self.dcfg.interval, self.check_once, logging.getLogger(NAME), "disk check")
 
 
 @click.command("disk")
@@ -197,7 +192,6 @@ class DiskManager:
 def disk_command(base_dir: str | None, once: bool, as_json: bool) -> None:
     """Watch free disk space: clean by retention and old logs, pause training (disk_low) when still low."""
     from foundation.logs import setup_logging
-    from foundation.single_instance import AlreadyRunning, SingleInstance
     from trainer.config.loader import ConfigError, load_config
     paths = Paths.from_base(base_dir)
     try:
@@ -205,23 +199,14 @@ def disk_command(base_dir: str | None, once: bool, as_json: bool) -> None:
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
     mgr = DiskManager(paths.ensure(), cfg)
-    try:
-        lock = SingleInstance(paths.pids, NAME).acquire()
-    except AlreadyRunning as e:
-        raise click.ClickException(str(e)) from None
-    try:
+    with only_instance(paths.pids, NAME):
         if once:
             doc = mgr.check_once()
             click.echo(json.dumps(doc, indent=2) if as_json else
                        f"{doc['state']}: {doc['free_gb']} GiB free; {len(doc['actions'])} action(s)")
             return
         setup_logging(paths.logs, NAME, to_stderr=not as_json)
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-        mgr.run(stop)
-    finally:
-        lock.release()
+        mgr.run(stop_on_signals())
 
 
 main = disk_command

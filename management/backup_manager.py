@@ -33,6 +33,7 @@ from typing import Callable
 import click
 
 from foundation.atomic_io import atomic_write_json, fsync_dir, read_json
+from foundation.fs_tree import link_tree, remove_tree, replace_dir
 from foundation.paths import Paths
 from foundation.status_io import utc_now_iso
 
@@ -43,21 +44,6 @@ LABEL_RE = re.compile(r"[^A-Za-z0-9._-]+")
 
 class BackupError(RuntimeError):
     pass
-
-
-def link_tree(src: Path, dst: Path) -> None:
-    """Copy ``src`` to a new ``dst`` with hard links (plain copies across file systems)."""
-    dst.mkdir(parents=True)
-    for p in sorted(src.rglob("*")):
-        target = dst / p.relative_to(src)
-        if p.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(p, target)
-        except OSError:
-            shutil.copy2(p, target)
 
 
 def _stamp(clock: Callable[[], float]) -> str:
@@ -115,12 +101,7 @@ def replace_tree(src: Path, dst: Path) -> None:
     staging = dst.parent / f".{dst.name}.restore-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     link_tree(src, staging)
-    old = dst.parent / f".{dst.name}.replaced-{os.getpid()}"
-    if dst.exists():
-        os.rename(dst, old)
-    os.rename(staging, dst)
-    fsync_dir(dst.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(staging, dst, dst.parent / f".{dst.name}.replaced-{os.getpid()}")
 
 
 def restore_backup(paths: Paths, name: str, *, model: bool = True, config: bool = True,
@@ -147,11 +128,8 @@ def prune_backups(paths: Paths, keep: int, *, root: Path | None = None) -> list[
     """Keep the newest ``keep`` backups; older ones are removed (renamed aside first)."""
     gone = []
     for b in list_backups(paths, root)[keep:]:
-        p = Path(b["path"])
-        trash = p.parent / f".deleting-{p.name}"
-        os.rename(p, trash)
-        shutil.rmtree(trash, ignore_errors=True)
-        gone.append(p.name)
+        remove_tree(b["path"])
+        gone.append(b["name"])
     return gone
 
 

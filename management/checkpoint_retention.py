@@ -31,16 +31,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from foundation.atomic_io import read_json
+from foundation.fs_tree import DELETING_PREFIX, remove_tree
 from foundation.paths import PRIORITIES, Paths
 
 STEP_RE = re.compile(r"^step-(\d+)$")
-DELETING_PREFIX = ".deleting-"
 CHECKPOINT_INFO = "checkpoint_info.json"
 ACTIVE_FOLDERS = (*PRIORITIES, "processing")
 GIB = 1024 ** 3
@@ -277,13 +276,6 @@ def _not_kept(policy: Policy) -> str:
 
 
 # ------------------------------------------------------------------ deleting
-def delete_folder(folder: Path) -> None:
-    """Rename aside (atomic), then remove: never a half-deleted folder under a checkpoint's name."""
-    trash = folder.parent / f"{DELETING_PREFIX}{folder.name}-{os.getpid()}-{time.time_ns()}"
-    os.rename(folder, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
 def sweep_interrupted(paths: Paths) -> list[str]:
     """Finish deletions a crash interrupted (``.deleting-*`` folders)."""
     done = []
@@ -303,7 +295,7 @@ def apply(paths: Paths, p: Plan, db: Any = None) -> list[dict]:
             continue
         folder = paths.base / item.rel
         try:
-            delete_folder(folder)
+            remove_tree(folder)  # never a half-deleted folder under a checkpoint's name
         except FileNotFoundError:
             continue
         if db is not None:

@@ -12,8 +12,6 @@ weeks before those (a grandfather-father-son scheme); the rest are deleted.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 import time
 from datetime import date, datetime, timezone
@@ -25,6 +23,7 @@ import click
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from foundation.fs_tree import remove_tree  # noqa: E402
 from foundation.paths import Paths  # noqa: E402
 from management.backup_manager import create_backup  # noqa: E402
 
@@ -74,9 +73,7 @@ def take_snapshot(paths: Paths, keep_days: int, keep_weeks: int,
     for d in snapshot_days(paths):
         if d not in keep:
             folder = root / f"{PREFIX}{d.isoformat()}"
-            trash = root / f".deleting-{folder.name}-{os.getpid()}"
-            os.rename(folder, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            remove_tree(folder)
             deleted.append(folder.name)
     return {"today": name, "created": created, "deleted": deleted,
             "kept": [f"{PREFIX}{d.isoformat()}" for d in sorted(keep)]}

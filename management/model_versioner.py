@@ -20,9 +20,10 @@ from pathlib import Path
 import click
 
 from foundation.atomic_io import atomic_write_json, fsync_dir, read_json
+from foundation.fs_tree import link_tree, remove_tree
 from foundation.paths import Paths
 from foundation.status_io import utc_now_iso
-from management.backup_manager import create_backup, link_tree, replace_tree
+from management.backup_manager import create_backup, replace_tree
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 META = "version.json"
@@ -106,9 +107,7 @@ def delete_version(paths: Paths, name: str) -> None:
     folder = _folder(paths, name)
     if not (folder / META).is_file():
         raise VersionError(f"no version {name!r}")
-    trash = folder.parent / f".deleting-{name}-{os.getpid()}"
-    os.rename(folder, trash)
-    shutil.rmtree(trash, ignore_errors=True)
+    remove_tree(folder)
 
 
 _base = click.option("--base-dir", type=click.Path(file_okay=False), default=None,

@@ -1,26 +1,14 @@
 #!/usr/bin/env python3
-"""The watchdog, at the path the issue names: supervises every process of the system.
-
-    python3 safety/daemon_watchdog.py [run] [--base-dir DIR] [--once] [--training-only] [--programs FILE]
-    python3 safety/daemon_watchdog.py status|reset NAME
-
-No subcommand means ``run``. The code lives in ``safety.supervision`` (``trainctl watchdog``).
-"""
+"""The watchdog, at the path the issue names: it starts and supervises every process of the system.
+The command line lives in ``safety.supervision.cli`` (``trainctl watchdog``); no subcommand means
+``run``: ``python3 safety/daemon_watchdog.py --base-dir .``."""
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from safety.supervision.cli import watchdog_group  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help")):
-        args.insert(0, "run")
-    watchdog_group.main(args, prog_name="daemon_watchdog.py")
-
+from safety.supervision.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

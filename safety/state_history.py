@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 
 from foundation.deployed_versions import read_current_version
-from foundation.json_lines import iter_json_lines
+from foundation.json_lines import iter_json_lines, tail_lines
 from foundation.paths import PRIORITIES, Paths
 from foundation.single_instance import pid_alive
 from foundation.status_io import read_status, utc_now_iso
@@ -97,15 +97,7 @@ def changes(before: dict | None, after: dict) -> list[dict[str, Any]]:
 
 
 def last_snapshot(paths: Paths) -> dict | None:
-    path = paths.logs / HISTORY
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 1024 * 1024))
-            lines = f.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return None
-    docs = list(iter_json_lines(lines))
+    docs = list(iter_json_lines(tail_lines(paths.logs / HISTORY, 1024 * 1024)))
     return docs[-1] if docs else None
 
 

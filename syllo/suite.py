@@ -44,6 +44,7 @@ from typing import Any, Iterable
 
 
 from foundation.atomic_io import atomic_write_json, atomic_write_text
+from foundation.json_lines import numbered_json_lines
 from syllo.parsing import key_fingerprint
 from syllo.puzzles import (GENERATOR_VERSION, canonical_key_of, normalize_text,
                                       parse_core, puzzle_from_metadata, render_record)
@@ -202,13 +203,9 @@ def load_suite(folder: str | os.PathLike = REPO_SUITE_DIR, *, verify: bool = Tru
     for name in manifest["files"]:
         p = folder / name
         with open(p, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise SuiteError(f"{p}:{lineno}: invalid JSON: {e.msg}") from None
+            for lineno, _, rec, error in numbered_json_lines(f):
+                if error is not None:
+                    raise SuiteError(f"{p}:{lineno}: invalid JSON: {error}")
                 if not isinstance(rec, dict) or not isinstance(rec.get("messages"), list):
                     raise SuiteError(f"{p}:{lineno}: field 'messages': not a chat record")
                 if "answer" not in (rec.get("metadata") or {}):

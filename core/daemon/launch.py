@@ -15,10 +15,11 @@ against ``daemon.max_job_restarts`` (core/daemon/outcomes.py).
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 from pathlib import Path
+
+from foundation.net import is_loopback
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPO / "core" / "train.py"
@@ -64,16 +65,7 @@ def cluster_token(host: str) -> str | None:
     """The shared secret of the job endpoint (``$TRAINER_CLUSTER_TOKEN``); required when the
     endpoint is reachable from other machines (``host`` not a loopback address)."""
     token = os.environ.get(TOKEN_ENV) or None
-    if token is None and not _loopback(host):
+    if token is None and not is_loopback(host):
         raise RuntimeError(f"training.main_process_ip is {host}, reachable from other machines: set "
                            f"${TOKEN_ENV} (the same value on every machine) so that only workers get the job")
     return token
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from foundation.atomic_io import atomic_write_json, fsync_dir, read_json
+from foundation.fs_tree import link_tree, replace_dir
 from foundation.paths import Paths
 from core.jobqueue.fs import exchange
 from foundation.status_io import utc_now_iso
@@ -93,27 +94,12 @@ def verify_model_dir(d: str | os.PathLike) -> None:
         _check_safetensors(p)
 
 
-def _link_or_copy_tree(src: Path, dst: Path) -> None:
-    dst.mkdir(parents=True)
-    for p in src.rglob("*"):
-        rel = p.relative_to(src)
-        target = dst / rel
-        if p.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(p, target)
-        except OSError:
-            shutil.copy2(p, target)
-
-
 def install_model(paths: Paths, src_dir: str | os.PathLike, lineage: dict) -> Path:
     """Make ``src_dir`` the new current model with ``lineage`` (global_step, job_id ...)."""
     src = Path(src_dir)
     current = paths.current_model
     staging = paths.models / f"{STAGING_PREFIX}{os.getpid()}-{time.time_ns()}"
-    _link_or_copy_tree(src, staging)
+    link_tree(src, staging)
     try:
         if (current / ".gitkeep").exists():
             (staging / ".gitkeep").touch()
@@ -151,13 +137,8 @@ def keep_previous(paths: Paths, displaced: Path) -> None:
     if not has_weights(displaced):  # an empty current_model (a fresh checkout) is no backup
         shutil.rmtree(displaced, ignore_errors=True)
         return
-    prev = paths.models / PREVIOUS_NAME
-    trash = paths.models / f"{PREVIOUS_TRASH}{os.getpid()}-{time.time_ns()}"
-    if prev.exists():
-        os.rename(prev, trash)
-    os.rename(displaced, prev)
-    fsync_dir(paths.models)
-    shutil.rmtree(trash, ignore_errors=True)
+    replace_dir(displaced, paths.models / PREVIOUS_NAME,
+                paths.models / f"{PREVIOUS_TRASH}{os.getpid()}-{time.time_ns()}")
 
 
 def _displaced_by_swap(folder: Path, current: Path) -> bool:

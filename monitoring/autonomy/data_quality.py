@@ -16,6 +16,7 @@ import json
 import re
 from typing import Any, Iterable, Iterator
 
+from foundation.json_lines import numbered_json_lines
 from syllo.logic import QUANTIFIERS, Stmt, entails
 from syllo.model import NOTHING
 from syllo.parsing import parse_core
@@ -65,13 +66,9 @@ def _last(messages: list, role: str) -> str | None:
 def check_records(lines: Iterable[str], profile: Any, accepted_profiles: set[str]) -> Iterator[dict]:
     """Flags for the JSONL ``lines``: ``{"line", "reason", "detail", "record"}`` (1-based lines)."""
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            yield {"line": lineno, "reason": "format_drift", "detail": f"not JSON: {e.msg}", "record": line[:2000]}
+    for lineno, line, rec, error in numbered_json_lines(lines):
+        if error is not None:
+            yield {"line": lineno, "reason": "format_drift", "detail": f"not JSON: {error}", "record": line[:2000]}
             continue
         if not isinstance(rec, dict):
             yield {"line": lineno, "reason": "format_drift", "detail": "not a JSON object", "record": rec}

@@ -22,27 +22,18 @@ if __package__ in (None, ""):
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import ipaddress
 import json
 import sys
 
 import click
 
+from foundation.net import is_loopback
 from foundation.paths import Paths
 from foundation.single_instance import AlreadyRunning, SingleInstance
 from foundation.status_io import utc_now_iso, write_status
 
 INSTANCE_NAME = "live_monitor"
 STATUS_NAME = "live_monitor.json"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @click.command("monitor", context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,7 +67,7 @@ def monitor_command(base_dir: str | None, host: str | None, port: int | None, on
         return
     host = host or mon.live_monitor_host
     port = port or mon.live_monitor_port
-    if not _is_loopback(host):
+    if not is_loopback(host):
         click.echo(f"warning: the live monitor listens on {host}, not only this machine: anyone who reaches "
                    f"it sees the dashboard (actions still need the admin key)", err=True)
     paths.pids.mkdir(parents=True, exist_ok=True)

@@ -1,22 +1,12 @@
 """``trainctl stuck [run|status]`` (also ``python3 safety/anti_stuck_monitor.py``)."""
 from __future__ import annotations
 
-import json
-import logging
-import signal
-import sys
-import threading
-
 import click
 
 from foundation.paths import Paths
-from foundation.single_instance import AlreadyRunning, SingleInstance, running_pid
-from foundation.status_io import read_status
 from safety.anti_stuck.detector import Limits
 from safety.anti_stuck.monitor import INSTANCE_NAME, STATUS_NAME, AntiStuckMonitor
-
-_base_opt = click.option("--base-dir", type=click.Path(file_okay=False), default=None,
-                         help="Runtime base dir (default: $TRAINER_BASE_DIR or the repo root).")
+from safety.daemon_cli import base_dir_option, daemon_paths, pass_daemon_options, run_by_default, serve, show_status
 
 
 def settings(paths: Paths) -> tuple[Limits, float]:
@@ -41,40 +31,13 @@ def stuck_group(ctx: click.Context) -> None:
 
 
 @stuck_group.command("run")
-@_base_opt
-@click.option("--once", is_flag=True, help="One check (and action), then exit.")
-@click.option("--json", "as_json", is_flag=True, help="With --once: print status/anti_stuck.json.")
-@click.option("--interval", type=click.FloatRange(min=0.05), default=None,
-              help="Seconds between checks (default: watchdog.stuck_check_interval, else daemon.heartbeat_interval).")
+@pass_daemon_options("check", "anti_stuck.json", "watchdog.stuck_check_interval, else daemon.heartbeat_interval")
 def run_command(base_dir: str | None, once: bool, as_json: bool, interval: float | None) -> None:
     """Watch training and evaluation; dump the stacks of a hung process to logs/, kill its process group."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
-    paths = Paths.from_base(base_dir)
-    if not paths.base.is_dir():
-        raise click.UsageError(f"base dir {paths.base} does not exist")
-    paths.ensure()
+    paths = daemon_paths(base_dir, INSTANCE_NAME)
     limits, default_interval = settings(paths)
-    try:
-        lock = SingleInstance(paths.pids, INSTANCE_NAME).acquire()
-    except AlreadyRunning as e:
-        click.echo(str(e), err=True)
-        sys.exit(1)
-    try:
-        mon = AntiStuckMonitor(paths.base, limits, interval or default_interval)
-        if once:
-            events = mon.check_once()
-            doc = mon.write_status("stopped")
-            if as_json:
-                click.echo(json.dumps(doc, indent=2))
-            else:
-                click.echo(_render(doc, events_only=events))
-            return
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-        mon.run(stop)
-    finally:
-        lock.release()
+    serve(paths, INSTANCE_NAME, lambda: AntiStuckMonitor(paths.base, limits, interval or default_interval),
+          AntiStuckMonitor.check_once, once=once, as_json=as_json, render=_render)
 
 
 def _render(doc: dict, events_only: list | None = None) -> str:
@@ -99,15 +62,14 @@ def _render(doc: dict, events_only: list | None = None) -> str:
 
 
 @stuck_group.command("status")
-@_base_opt
+@base_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print status/anti_stuck.json (plus 'running').")
 def status_command(base_dir: str | None = None, as_json: bool = False) -> None:
     """What the monitor sees now, and the hangs it handled."""
-    paths = Paths.from_base(base_dir)
-    pid = running_pid(paths.pids, INSTANCE_NAME)
-    doc = read_status(paths.status_file(STATUS_NAME)) or {}
-    if as_json:
-        click.echo(json.dumps({**doc, "running": pid is not None, "monitor_pid": pid}, indent=2))
-        return
-    click.echo(f"anti-stuck monitor: {'running (pid %s)' % pid if pid else 'not running'}")
-    click.echo(_render(doc) if doc else "no status/anti_stuck.json yet")
+    show_status(base_dir, INSTANCE_NAME, STATUS_NAME, as_json=as_json, pid_key="monitor_pid",
+                title="anti-stuck monitor", render=_render, missing="no status/anti_stuck.json yet")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python3 safety/anti_stuck_monitor.py``: no subcommand means ``run``."""
+    run_by_default(stuck_group, "anti_stuck_monitor.py", argv)

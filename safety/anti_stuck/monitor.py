@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
+from foundation.daemon_run import run_passes
 from foundation.paths import Paths
 from foundation.single_instance import pid_alive, read_pid
 from foundation.status_io import read_status, utc_now_iso, write_status
@@ -123,12 +124,7 @@ class AntiStuckMonitor:
     # ------------------------------------------------------------------ loop and status
     def run(self, stop: threading.Event) -> None:
         log.info("anti-stuck monitor: checking every %.1fs (%s)", self.interval, self.limits)
-        while not stop.is_set():
-            try:
-                self.check_once()
-            except Exception:  # noqa: BLE001 - one bad pass must not end the supervision
-                log.exception("anti-stuck check failed")
-            stop.wait(self.interval)
+        run_passes(stop, self.interval, self.check_once, log, "anti-stuck check")
         self.write_status("stopped")
 
     def write_status(self, state: str) -> dict:

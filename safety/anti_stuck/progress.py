@@ -7,29 +7,15 @@ count, so the gap between two jobs (or a restart) never looks like one slow step
 """
 from __future__ import annotations
 
-import os
 import statistics
 from pathlib import Path
 from typing import Iterable
 
-from foundation.json_lines import iter_json_lines
+from foundation.json_lines import iter_json_lines, tail_lines
 
 METRICS_FILE = "metrics.jsonl"
 TAIL_BYTES = 256 * 1024
 MAX_SAMPLES = 64
-
-
-def _tail_lines(path: Path, max_bytes: int = TAIL_BYTES) -> list[str]:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
-    except OSError:
-        return []
-    lines = data.decode("utf-8", "replace").splitlines()
-    return lines[1:] if size > max_bytes else lines  # the first line may be cut
 
 
 def step_times(samples: Iterable[tuple[float, int, str]]) -> list[float]:
@@ -44,7 +30,7 @@ def step_times(samples: Iterable[tuple[float, int, str]]) -> list[float]:
 
 def from_metrics_log(logs_dir: Path) -> float | None:
     samples = [(float(r["time"]), int(r["global_step"]), str(r.get("job_id") or ""))
-               for r in iter_json_lines(_tail_lines(logs_dir / METRICS_FILE))
+               for r in iter_json_lines(tail_lines(logs_dir / METRICS_FILE, TAIL_BYTES))
                if "loss" in r and isinstance(r.get("time"), (int, float)) and isinstance(r.get("global_step"), int)]
     times = step_times(samples)
     return statistics.median(times) if times else None

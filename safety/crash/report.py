@@ -12,10 +12,13 @@ Incident: key, kind, source (failed | watchdog | stuck | trainer_log), sources, 
 """
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from pathlib import Path
 from typing import Callable
 
+from foundation.daemon_run import run_passes
 from foundation.paths import Paths
 from foundation.status_io import parse_iso, read_status, utc_now_iso, write_status
 from safety.crash.classify import ADVICE, KINDS, exception_line
@@ -27,6 +30,8 @@ LAST_PER_KIND = 5
 RECENT = 30
 MAX_SEEN = 2000
 MERGE_WINDOW_S = 600.0
+
+log = logging.getLogger("crash_detector")
 
 
 def signature(inc: dict) -> str | None:
@@ -105,6 +110,16 @@ class CrashDetector:
                             o.update(sources=old["sources"], subject=old["subject"])
                 return True
         return False
+
+    def run(self, stop: threading.Event) -> None:
+        """Scan every ``interval`` seconds until ``stop``; each new incident is logged too."""
+        log.info("crash detector: scanning every %.1fs", self.interval)
+        run_passes(stop, self.interval, self._scan_and_log, log, "crash scan")
+        self.write_status("stopped")
+
+    def _scan_and_log(self) -> None:
+        for inc in self.scan_once():
+            log.warning("crash [%s] %s: %s", inc["kind"], inc["subject"], str(inc["message"])[:300])
 
     def write_status(self, state: str) -> dict:
         seen_kinds = [k for k in KINDS if self.counts.get(k)]

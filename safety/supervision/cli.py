@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import signal
 import sys
 import threading
 import time
@@ -11,14 +9,12 @@ import time
 import click
 
 from foundation.paths import Paths
-from foundation.single_instance import AlreadyRunning, SingleInstance, running_pid
+from foundation.single_instance import running_pid
 from foundation.status_io import parse_iso, read_status
+from safety.daemon_cli import base_dir_option, daemon_paths, daemon_status, run_by_default, serve, status_json
 from safety.supervision.programs import TRAINING, load_table, select
 from safety.supervision.state_machine import RestartPolicy
 from safety.supervision.watchdog import INSTANCE_NAME, STATUS_NAME, Watchdog, reset_offline, reset_request_path
-
-_base_opt = click.option("--base-dir", type=click.Path(file_okay=False), default=None,
-                         help="Runtime base dir (default: $TRAINER_BASE_DIR or the repo root).")
 
 
 @click.group("watchdog", context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,7 +40,7 @@ def _settings(paths: Paths) -> tuple[float, dict, dict]:
 
 
 @watchdog_group.command("run")
-@_base_opt
+@base_dir_option
 @click.option("--once", is_flag=True, help="One supervision pass (start what is not running), then exit.")
 @click.option("--programs", "programs_file", type=click.Path(dir_okay=False, exists=True), default=None,
               help='Replace the program table: JSON {"programs": [...], "policy": {...}}.')
@@ -55,9 +51,7 @@ def _settings(paths: Paths) -> tuple[float, dict, dict]:
 def run_command(base_dir: str | None, once: bool, programs_file: str | None, only: str | None,
                 training_only: bool, interval: float | None) -> None:
     """Run the watchdog until SIGTERM / Ctrl-C (which also stops the programs it started)."""
-    paths = Paths.from_base(base_dir).ensure()
-    from foundation.logs import setup_logging
-    setup_logging(paths.logs, None, file_name="watchdog")  # rotated daily
+    paths = daemon_paths(base_dir, INSTANCE_NAME, must_exist=False)
     try:
         stop_training, cfg_policy, rows = _settings(paths)
         table = load_table(programs_file, stop_training)
@@ -72,23 +66,9 @@ def run_command(base_dir: str | None, once: bool, programs_file: str | None, onl
         raise click.UsageError(str(e))
     if not programs:
         raise click.UsageError("no program to supervise (check --only / --training-only / --programs)")
-    stop = threading.Event()
-    try:
-        lock = SingleInstance(paths.pids, INSTANCE_NAME).acquire()
-    except AlreadyRunning as e:
-        click.echo(str(e), err=True)
-        sys.exit(1)
-    try:
-        wd = Watchdog(paths.base, programs, policy, interval=interval)
-        if once:
-            wd.supervise_once()
-            wd.write_status("stopped")  # the programs keep running; the next --once adopts them
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-        wd.run(stop)
-    finally:
-        lock.release()
+    # --once: one pass, status "stopped"; the programs keep running and the next --once adopts them
+    serve(paths, INSTANCE_NAME, lambda: Watchdog(paths.base, programs, policy, interval=interval),
+          Watchdog.supervise_once, once=once)
 
 
 def _age(iso: str | None) -> str:
@@ -101,16 +81,14 @@ def _age(iso: str | None) -> str:
 
 
 @watchdog_group.command("status")
-@_base_opt
+@base_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print status/watchdog.json (plus 'running').")
 def status_command(base_dir: str | None, as_json: bool) -> None:
     """Is the watchdog running, and the state of each program (exit 1 when one is FATAL)."""
-    paths = Paths.from_base(base_dir)
-    pid = running_pid(paths.pids, INSTANCE_NAME)
-    doc = read_status(paths.status_file(STATUS_NAME)) or {}
+    pid, doc = daemon_status(base_dir, INSTANCE_NAME, STATUS_NAME)
     programs = doc.get("programs") or {}
     if as_json:
-        click.echo(json.dumps({**doc, "running": pid is not None, "watchdog_pid": pid}, indent=2))
+        click.echo(status_json(doc, pid, "watchdog_pid"))
     else:
         click.echo(f"watchdog: {'running (pid %s)' % pid if pid else 'not running'}, "
                    f"heartbeat {_age(doc.get('heartbeat_at'))}")
@@ -129,7 +107,7 @@ def status_command(base_dir: str | None, as_json: bool) -> None:
 
 @watchdog_group.command("reset")
 @click.argument("name")
-@_base_opt
+@base_dir_option
 @click.option("--wait", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Seconds to wait for a running watchdog to take the reset.")
 def reset_command(name: str, base_dir: str | None, wait: float) -> None:
@@ -159,7 +137,7 @@ def reset_command(name: str, base_dir: str | None, wait: float) -> None:
 
 
 @watchdog_group.command("wait")
-@_base_opt
+@base_dir_option
 @click.option("--timeout", type=click.FloatRange(min=0), default=120.0, show_default=True)
 @click.option("--verb", default="started", show_default=True, help="Word printed for a program that is up.")
 def wait_command(base_dir: str | None, timeout: float, verb: str) -> None:
@@ -170,7 +148,7 @@ def wait_command(base_dir: str | None, timeout: float, verb: str) -> None:
 
 
 @watchdog_group.command("stop")
-@_base_opt
+@base_dir_option
 @click.option("--timeout", type=click.FloatRange(min=1), default=330.0, show_default=True,
               help="Seconds each program may take to stop (the training daemon checkpoints first).")
 @click.option("--kill", is_flag=True, help="SIGKILL what is still running after the timeout.")
@@ -179,3 +157,8 @@ def stop_command(base_dir: str | None, timeout: float, kill: bool) -> None:
     from safety.supervision.lifecycle import stop_all
     if not stop_all(Paths.from_base(base_dir), timeout, kill, click.echo):
         sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python3 safety/daemon_watchdog.py``: no subcommand means ``run``."""
+    run_by_default(watchdog_group, "daemon_watchdog.py", argv)

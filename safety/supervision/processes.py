@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 
+from foundation.json_lines import tail_lines
 from foundation.paths import REPO_ROOT, Paths
 from foundation.single_instance import read_pid
 from foundation.status_io import parse_iso, read_status
@@ -57,15 +58,7 @@ def rotate_log(path: Path, max_bytes: int = LOG_ROTATE_BYTES, keep: int = LOG_KE
 
 
 def log_tail(path: Path, n: int = LOG_TAIL_LINES, max_bytes: int = 16384) -> list[str]:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
-    except OSError:
-        return []
-    return [line.rstrip("\r") for line in data.decode("utf-8", "replace").splitlines()[-n:]]
+    return tail_lines(path, max_bytes)[-n:]
 
 
 def matching_pid(pid: int | None, match: str) -> int | None:

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import click
 
-from trainer.engine.validate_cli import _load_profile, _load_tokenizer
-from trainer.data.validator import OVERLONG_POLICIES
+from trainer.engine.validate_cli import load_profile, pick_tokenizer, token_options
 
 
 def _settings(base_dir: str | None, max_length: int | None, policy: str | None):
@@ -34,7 +33,7 @@ def _settings(base_dir: str | None, max_length: int | None, policy: str | None):
         cfg, note = Config(), f"config not used ({e}); using built-in defaults"
     d = cfg.data
     try:
-        profile = _load_profile(cfg.profile.name, dict(cfg.profile.options))
+        profile = load_profile(cfg.profile.name, dict(cfg.profile.options))
     except ValueError as e:
         raise click.ClickException(f"profile: {e}")
     system_prompt = profile.render_system_prompt(cfg.profile.system_prompt or None) if profile else None
@@ -54,14 +53,9 @@ def run(paths: list[Path], *, as_json: bool = False, plot: Path | None = None, m
     settings, model_path, note = _settings(base_dir, max_length, policy)
     if note:
         click.echo(f"note: {note}", err=True)
-    if model is None and not no_model and (model_path / "tokenizer_config.json").is_file():
-        model = model_path
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()  # "sequence longer than the model's maximum" is what we report, per line
-    try:
-        tokenizer = _load_tokenizer(model) if model is not None else None
-    except (OSError, ValueError) as e:
-        raise click.BadParameter(f"cannot load a tokenizer from {model}: {e}", param_hint="--model")
+    tokenizer = pick_tokenizer(model, no_model, model_path)
     if tokenizer is None:
         click.echo("note: no tokenizer (no --model, and config model.model_path has none): "
                    "token figures are not measured", err=True)
@@ -98,12 +92,7 @@ def run(paths: list[Path], *, as_json: bool = False, plot: Path | None = None, m
 @click.option("--json", "as_json", is_flag=True, help="Print the machine-readable report.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write a PNG of the length histogram and the mixes (needs matplotlib).")
-@click.option("--model", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Local model/tokenizer folder (default: config model.model_path).")
-@click.option("--no-model", is_flag=True, help="Do not load a tokenizer (no token figures).")
-@click.option("--max-length", type=click.IntRange(min=1), default=None, help="Max tokens (default: config).")
-@click.option("--policy", type=click.Choice(list(OVERLONG_POLICIES)), default=None,
-              help="Over-long policy to evaluate (default: config data.overlong_policy).")
+@token_options
 @click.option("--no-trained", is_flag=True, help="Do not compare with the files already trained.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
 @click.option("--base-dir", default=None, help="Runtime base dir (config.json, queue/, model_db).")

@@ -47,7 +47,7 @@ def _config_defaults(base_dir: str | None) -> tuple[dict, str | None]:
             "profile_options": dict(cfg.profile.options)}, note
 
 
-def _load_profile(name: str, options: dict):
+def load_profile(name: str, options: dict):
     """The named data profile when the profiles package provides one (None for 'plain' or when
     profiles are not available), so the CLI checks what the daemon checks."""
     try:
@@ -57,12 +57,44 @@ def _load_profile(name: str, options: dict):
     return get_profile(name, options)
 
 
-def _load_tokenizer(model_dir: Path):
+def load_tokenizer(model_dir: Path):
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def pick_tokenizer(model: Path | None, no_model: bool, configured: Path):
+    """The tokenizer the data CLIs count tokens with: ``--model``'s, else the configured model's
+    when that folder has one; None with ``--no-model`` or when there is none. A ``--model`` it
+    cannot load is a usage error."""
+    if model is None and not no_model and (configured / "tokenizer_config.json").is_file():
+        model = configured
+    try:
+        return load_tokenizer(model) if model is not None else None
+    except (OSError, ValueError) as e:
+        raise click.BadParameter(f"cannot load a tokenizer from {model}: {e}", param_hint="--model")
+
+
+_TOKEN_OPTIONS = (
+    click.option("--model", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+                 help="Local model/tokenizer folder: count tokens with its chat template "
+                      "(default: config model.model_path when it has a tokenizer)."),
+    click.option("--no-model", is_flag=True, help="Load no tokenizer: token lengths are not measured."),
+    click.option("--max-length", type=click.IntRange(min=1), default=None,
+                 help="Max tokens (default: config data.max_length)."),
+    click.option("--policy", type=click.Choice(list(OVERLONG_POLICIES)), default=None,
+                 help="Over-long examples: truncate, drop or fail (default: config data.overlong_policy)."),
+)
+
+
+def token_options(command):
+    """``--model``, ``--no-model``, ``--max-length``, ``--policy``: how the data commands (validate,
+    analyze) count tokens and treat over-long examples, in that order in ``--help``."""
+    for option in reversed(_TOKEN_OPTIONS):
+        command = option(command)
+    return command
 
 
 def run(file: Path, *, as_json: bool = False, model: Path | None = None, max_length: int | None = None,
@@ -72,14 +104,9 @@ def run(file: Path, *, as_json: bool = False, model: Path | None = None, max_len
     defaults, note = _config_defaults(base_dir)
     if note:
         echo(f"note: {note}", err=True)
-    if model is None and not no_model and (defaults["model_path"] / "tokenizer_config.json").is_file():
-        model = defaults["model_path"]  # count tokens with the configured model's tokenizer
+    tokenizer = pick_tokenizer(model, no_model, defaults["model_path"])
     try:
-        tokenizer = _load_tokenizer(model) if model is not None else None
-    except (OSError, ValueError) as e:
-        raise click.BadParameter(f"cannot load a tokenizer from {model}: {e}", param_hint="--model")
-    try:
-        prof = _load_profile(profile or defaults["profile"], defaults["profile_options"])
+        prof = load_profile(profile or defaults["profile"], defaults["profile_options"])
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--profile")
     report = validate_file(file, tokenizer=tokenizer, max_length=max_length or defaults["max_length"],
@@ -102,13 +129,7 @@ def run(file: Path, *, as_json: bool = False, model: Path | None = None, max_len
 @click.command("validate")
 @click.option("--file", "file", required=True, type=click.Path(path_type=Path), help="The .jsonl file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the machine-readable report.")
-@click.option("--model", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Local model/tokenizer folder: count tokens with its chat template "
-                   "(default: config model.model_path when it exists).")
-@click.option("--no-model", is_flag=True, help="Skip token-length checks (no tokenizer is loaded).")
-@click.option("--max-length", type=click.IntRange(min=1), default=None, help="Max tokens (default: config).")
-@click.option("--policy", type=click.Choice(list(OVERLONG_POLICIES)), default=None,
-              help="Over-long examples: truncate, drop or fail (default: config).")
+@token_options
 @click.option("--profile", default=None, help="Data profile to check against (default: config).")
 @click.option("--keep-duplicates", is_flag=True, help="Report duplicates but keep them.")
 @click.option("--max-errors", type=click.IntRange(min=1), default=1000, show_default=True,
