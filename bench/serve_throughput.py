@@ -12,7 +12,9 @@ D is ``--device`` resolved once (``foundation.device``); T is the dtype our serv
 ``/models/info`` for that device, so both sides run the same numerics. Each server gets ``--warm``
 untimed concurrent requests first, then for each concurrency in ``--clients`` (default 16 and 64)
 every client sends ``--requests`` chat completions back to back (greedy, ``max_tokens``).
-Throughput = completion tokens (from each response's ``usage``) per wall-clock second; latency =
+Throughput = completion tokens per wall-clock second, counted the same way for every server (the
+reply text re-tokenized with the model's tokenizer, since servers differ on whether a final EOS
+counts in ``usage``); latency =
 seconds per request (p50, p95). Prints every side and the ratios ours/hf and ours/hf_cb per
 concurrency; also ours with one client (``--sequential-requests``) as the no-batching reference.
 
@@ -57,7 +59,7 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
-async def load(url: str, model: str, clients: int, per_client: int, max_tokens: int) -> dict:
+async def load(url: str, model: str, clients: int, per_client: int, max_tokens: int, count=None) -> dict:
     """``clients`` concurrent clients, ``per_client`` requests each. Raises BenchError on any failure."""
     import httpx
     ps = prompts(clients * per_client)
@@ -79,7 +81,9 @@ async def load(url: str, model: str, clients: int, per_client: int, max_tokens: 
             if r.status_code != 200:
                 errors.append(f"HTTP {r.status_code}: {r.text[:300]}")
                 continue
-            tokens += r.json()["usage"]["completion_tokens"]
+            reply = r.json()
+            tokens += count(reply["choices"][0]["message"]["content"] or "") if count else \
+                reply["usage"]["completion_tokens"]
 
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=clients + 4)) as http:
         t0 = time.perf_counter()
@@ -116,10 +120,10 @@ def model_id(url: str) -> str:
 
 def measure(name: str, url: str, a: argparse.Namespace, levels: list[int]) -> dict[str, dict]:
     mid = model_id(url)
-    asyncio.run(load(url, mid, a.warm, 1, a.max_tokens))  # warm-up: untimed
+    asyncio.run(load(url, mid, a.warm, 1, a.max_tokens, a.count))  # warm-up: untimed
     out = {}
     for c in levels:
-        out[f"{name}@{c}"] = r = asyncio.run(load(url, mid, c, a.requests, a.max_tokens))
+        out[f"{name}@{c}"] = r = asyncio.run(load(url, mid, c, a.requests, a.max_tokens, a.count))
         print(f"  {name}@{c} done: {r['tok_s']:.1f} tok/s", flush=True)
     return out
 
@@ -168,6 +172,9 @@ def main() -> int:
         else:
             from tools.models.make_tiny_model import build
             model_dir = build(tmp / "tiny-qwen3", seed=0)
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        a.count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
         env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "TOKENIZERS_PARALLELISM": "false",
                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         results: dict[str, dict] = {}
@@ -188,7 +195,7 @@ def main() -> int:
             results.update(measure("ours", srv.url, a, levels))
             if a.sequential_requests:
                 results["ours@1"] = asyncio.run(load(srv.url, model_id(srv.url), 1, a.sequential_requests,
-                                                     a.max_tokens))
+                                                     a.max_tokens, a.count))
         for cb in (False, True):
             results.update(run_hf(model_dir, cb, device, dtype, env, a, tmp, levels))
     except BenchError as e:

@@ -170,7 +170,12 @@ def test_miner_probes_fresh_puzzles_and_queues_failing_patterns(served_base):
     assert len(mined) == 1 and doc["last_mined"]["file"] == f"data/adversarial_examples/{mined[0].name}"
     records = [json.loads(ln) for ln in mined[0].read_text().splitlines()]
     assert len(records) == doc["examples_mined_total"] > 0
-    assert {r["metadata"]["mined_from"] for r in records} <= failing
+    targeted = [r for r in records if r["metadata"]["source_kind"] == "adversarial"]
+    replay = [r for r in records if r["metadata"]["source_kind"] == "replay"]
+    assert targeted and len(replay) == len(targeted) == len(records) / 2  # autonomy.replay_ratio 1.0
+    assert {r["metadata"]["mined_from"] for r in targeted} <= failing
+    # replayed items are answer-balanced, so the file never teaches "always answer X"
+    assert len({r["metadata"]["answer"] for r in replay}) > 1
     assert set(doc["last_mined"]["patterns"]) <= {h["key"] for h in doc["hardest_patterns"]}
     queued = served_base / doc["last_mined"]["queued_as"]
     assert queued.parent.name == "high" and queued.read_bytes() == mined[0].read_bytes()
@@ -218,7 +223,9 @@ def test_self_correction_flags_logs_and_corrects(tmp_path):
     for r in records:
         reply = r["messages"][-1]["content"]
         assert reply.startswith("<think>") and reply.endswith("Answer: " + computed_answer(r["messages"][0]["content"]))
-    assert any(r["metadata"]["corrects"] == "medium|all+no|judge:no|3" for r in records)
+    assert any(r["metadata"].get("corrects") == "medium|all+no|judge:no|3" for r in records)
+    kinds = [r["metadata"]["source_kind"] for r in records]
+    assert kinds.count("replay") == kinds.count("correction") > 0  # replayed items carry rationales too
     assert doc["delivery"] == "inbox/high" and (base / doc["last_correction"]["queued_as"]).is_file()
     rc, again, err = run_entry("self_correction_loop.py", base)  # cursors: nothing processed twice
     assert rc == 0 and again["corrections_total"] == doc["corrections_total"], err

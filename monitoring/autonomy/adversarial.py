@@ -32,7 +32,7 @@ from typing import Any
 
 from monitoring.autonomy.inputs import as_list, read_input
 from monitoring.autonomy.patterns import (check_no_leak, generated_record, pattern_key, pattern_of, probe_records,
-                                          queue_copy, records_like, remember, suite_fingerprints, unique_name,
+                                          queue_copy, records_like, remember, suite_fingerprints, unique_name, with_replay,
                                           write_records)
 from monitoring.autonomy.sidecar import Sidecar, click_command
 
@@ -165,6 +165,7 @@ class AdversarialMiner(Sidecar):
                 per[g["key"]] = len(got)
         if not records:
             return {"mining": "no puzzle of the failing patterns could be drawn"}
+        records = with_replay(records, a.replay_ratio, f"adv:{run}", exclude, self.cfg.profile.name)
         check_no_leak(records, suite_fingerprints(self.paths, self.cfg), "adversarial examples")
         remember(self.paths, records)  # before the file is visible: no generator repeats them
         path = write_records(self.paths.data / "adversarial_examples" / unique_name(PREFIX), records)

@@ -97,6 +97,32 @@ def records_like(want: dict, n: int, seed: str, exclude: set[str], profile: str)
     return []
 
 
+def with_replay(records: list[dict], ratio: float, seed: str, exclude: set[str], profile: str,
+                finish=None) -> list[dict]:
+    """``records`` plus ``ratio`` times as many fresh puzzles of the same difficulties, answers
+    balanced (``generate_batch``), interleaved in a seeded order. A failing pattern's examples
+    often share one answer; replayed balanced items keep training on them from teaching "always
+    answer X". ``finish(record)`` renders a replay record like the targeted ones (e.g. a rationale)."""
+    import random
+    from collections import Counter
+
+    from syllo.batch import fingerprints_of_records, generate_batch
+    by_level = Counter(r["metadata"]["difficulty"] for r in records)
+    n = round(len(records) * ratio)
+    if n <= 0 or not by_level:
+        return list(records)
+    mix = {lv: c / len(records) for lv, c in by_level.items()}
+    fresh = generate_batch(n, mix, seed=f"{seed}:replay", profile=training_profile(profile),
+                           exclude=exclude | fingerprints_of_records(records))
+    for rec in fresh:
+        rec["metadata"]["source_kind"] = "replay"
+        if finish is not None:
+            finish(rec)
+    out = list(records) + fresh
+    random.Random(f"{seed}:order").shuffle(out)
+    return out
+
+
 def probe_records(n: int, levels: list[str], seed: str, exclude: set[str]) -> list[dict]:
     """``n`` new plain records spread evenly over ``levels``, answers balanced within each level."""
     from syllo.batch import generate_batch

@@ -41,7 +41,7 @@ from monitoring.autonomy.data_quality import check_records
 from monitoring.autonomy.explain import reasoned_answer
 from monitoring.autonomy.inputs import as_dict, as_list, read_input
 from monitoring.autonomy.patterns import (check_no_leak, generated_record, parse_key, pattern_key, pattern_of,
-                                          queue_copy, records_like, remember, suite_fingerprints, training_profile,
+                                          queue_copy, records_like, remember, suite_fingerprints, training_profile, with_replay,
                                           unique_name, write_records)
 from monitoring.autonomy.sidecar import Sidecar, click_command
 
@@ -228,6 +228,11 @@ class SelfCorrectionLoop(Sidecar):
                     per[g["key"]] = per.get(g["key"], 0) + len(got)
         if not records:
             return {}
+
+        def finish(rec: dict) -> None:
+            if reasoning:
+                rec["messages"][-1]["content"] = reasoned_answer(puzzle_from_metadata(rec["metadata"]))
+        records = with_replay(records, a.replay_ratio, f"corr:{run}", exclude, self.cfg.profile.name, finish)
         check_no_leak(records, suite_fingerprints(self.paths, self.cfg), "corrections")
         remember(self.paths, records)  # before the file is visible: no generator repeats them
         path = write_records(self.paths.queue / "corrections" / unique_name("corr"), records)

@@ -355,6 +355,10 @@ class AutonomyConfig:
     """Fresh puzzles per probe (never suite items), spread evenly over curriculum_levels."""
     miner_max_patterns: int = f(5, min=1)
     """Failing patterns (hardest first) that get new puzzles per probe."""
+    replay_ratio: float = f(1.0, min=0.0, max=10.0)
+    """Fresh, answer-balanced puzzles added to each adversarial or correction file per targeted
+    example (experience replay): a small file of one failing pattern often has one answer, and
+    training on it alone collapses a small model to always giving that answer."""
     miner_examples_per_pattern: int = f(20, min=1, max=10000)
     """New puzzles generated per failing pattern."""
     miner_max_queued: int = f(2, min=1)
