@@ -26,7 +26,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("stop", "core.daemon.controller", "stop_command"),
     ("skip", "core.daemon.controller", "skip_command"),
     ("status", "core.daemon.controller", "status_command"),
-    ("models", "foundation.model_db", "models_group"),
+    ("models", "foundation.model_db_cli", "models_group"),
     ("serve", "inference.cli", "serve_command"),
     ("deploy", "monitoring.deployment.cli", "deploy_group"),
     ("eval", "monitoring.evaluation.cli", "eval_group"),
