@@ -75,6 +75,16 @@ def _py_spy(pid: int) -> str | None:
     return r.stdout if r.returncode == 0 else f"(py-spy exited {r.returncode}: {r.stderr.strip()[-500:]})"
 
 
+STOPPED_DUMP_WINDOW_S = 0.1
+
+
+def _size(path: Path, default: int) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return default
+
+
 def _faulthandler(pid: int, log_file: Path, wait_s: float) -> str | None:
     """SIGUSR1 -> the process's faulthandler writes to its log; return what was added."""
     if not catches(pid, signal.SIGUSR1):
@@ -84,16 +94,26 @@ def _faulthandler(pid: int, log_file: Path, wait_s: float) -> str | None:
     except OSError:
         return None
     stopped = proc_state(pid) == "T"
+    tick = threading.Event()
     try:
         os.kill(pid, signal.SIGUSR1)
-        if stopped:  # a stopped process runs no handler until it is continued
+        if stopped:
+            # A stopped process runs no handler until it is continued. Continue it just long enough
+            # for the handler (it writes the dump in C, in milliseconds), then stop it again: left
+            # running it would go on working until the kill, and could even finish its job.
             os.kill(pid, signal.SIGCONT)
+            # the pending SIGUSR1 is handled before any Python code runs: the first new bytes are the
+            # dump's; give the handler a moment to write every thread, then freeze the process again
+            until = time.monotonic() + wait_s
+            while time.monotonic() < until and _size(log_file, start) == start:
+                tick.wait(0.005)
+            tick.wait(STOPPED_DUMP_WINDOW_S)
+            os.kill(pid, signal.SIGSTOP)
     except ProcessLookupError:
         return None
     # The dump is written in one burst by the signal handler: wait until the log grew and then
     # stayed the same size for a moment (or the deadline).
     deadline, last, stable_since = time.monotonic() + wait_s, start, None
-    tick = threading.Event()
     while time.monotonic() < deadline:
         size = log_file.stat().st_size if log_file.exists() else start
         if size > start and size == last:
@@ -107,7 +127,8 @@ def _faulthandler(pid: int, log_file: Path, wait_s: float) -> str | None:
     with open(log_file, "rb") as f:
         f.seek(start)
         text = f.read().decode("utf-8", "replace")
-    note = "(the process was stopped (state T): SIGCONT sent so that its faulthandler could run)\n" if stopped else ""
+    note = ("(the process was stopped (state T): SIGCONT sent so that its faulthandler could run, then "
+            "SIGSTOP again)\n") if stopped else ""
     return note + (text or "(nothing written within the wait)")
 
 
