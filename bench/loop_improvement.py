@@ -127,7 +127,8 @@ def ab_summary(base: Path) -> dict:
     cur = ab.get("current") or {}
     return {"strategy": doc.get("strategy"), "mix": doc.get("mix"), "state": ab.get("state"),
             "decided": ab.get("decided"), "equal_steps": cur.get("equal_steps"), "stats": cur.get("stats") or {},
-            "intervals": ab.get("intervals"), "unattributed": ab.get("unattributed")}
+            "intervals": ab.get("intervals"), "unattributed": ab.get("unattributed"),
+            "at_chance": ab.get("at_chance")}
 
 
 def run_script(name: str, base: Path, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -196,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {d['at']}  step {d['global_step']:>5}  easy+medium={'  -  ' if em is None else f'{em:.3f}'}  "
               f"{fmt_levels(d['by_difficulty'])}")
     print(f"\ncurriculum A/B ({ab['state']}; strategy now {ab['strategy']}, mix {ab['mix']}; "
-          f"{ab['intervals']} attributed intervals, {ab['unattributed']} unattributed; equal steps {ab['equal_steps']}):")
+          f"{ab['intervals']} attributed intervals, {ab['unattributed']} unattributed, {ab['at_chance']} at chance; "
+          f"equal steps {ab['equal_steps']}):")
     for arm, s in ab["stats"].items():
         print(f"  {arm:18s} n={s.get('n')} steps={s.get('steps')} gain/1k steps={s.get('mean_gain_per_1k')} "
               f"se={s.get('se')} gain at equal steps={s.get('gain_at_equal_steps')}")

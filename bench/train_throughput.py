@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Training throughput: our engine vs two stock Hugging Face Trainer set-ups, same model, same data,
-same steps, same device and precision, measured in this one invocation.
+same steps, same device and (by default) precision, measured in this one invocation.
 
   engine      our engine (``trainer.engine``): length-grouped batches, right padding per batch
   hf_default  plain ``transformers.Trainer``: default random sampler, DataCollatorForSeq2Seq padding
@@ -11,7 +11,8 @@ The dataset is length-skewed chat data whose token lengths spread uniformly from
 ``--max-length``; by default it holds exactly ``steps x batch`` examples, so every side trains on the
 same real tokens once and only the batching (hence padding) differs. Device and precision are
 resolved once (``foundation.device``: ``--device``/``--precision``, default auto) and given to all
-three sides. The sides run interleaved (engine, hf_default, hf_grouped, engine, ...) ``--repeats``
+three sides (``--hf-precision fp32`` instead gives the baselines the Trainer's own CPU default, to
+measure what the engine's "auto" buys a user over a stock script). The sides run interleaved (engine, hf_default, hf_grouped, engine, ...) ``--repeats``
 times so machine noise hits all of them alike.
 
 Throughput = real (non-padding) tokens / wall seconds of ``trainer.train()``, tokens counted the same
@@ -133,12 +134,13 @@ def run_hf(model_dir: Path, feats: list[dict], out_dir: Path, a: argparse.Namesp
             return super().training_step(model, inputs, num_items_in_batch)
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=load_dtype(a.precision, training=True))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=load_dtype(a.hf_precision, training=True,
+                                                                           device=a.device))
     args = TrainingArguments(output_dir=str(out_dir), per_device_train_batch_size=a.batch, max_steps=a.steps,
                              learning_rate=a.lr, warmup_steps=5, lr_scheduler_type="constant_with_warmup",
                              logging_steps=5, save_strategy="steps", save_steps=a.steps, report_to="none",
                              seed=a.seed,
-                             use_cpu=a.device == "cpu", bf16=a.precision == "bf16", fp16=a.precision == "fp16",
+                             use_cpu=a.device == "cpu", bf16=a.hf_precision == "bf16", fp16=a.hf_precision == "fp16",
                              disable_tqdm=True, remove_unused_columns=False,
                              train_sampling_strategy="group_by_length" if grouped else "random")
     tr = CountingTrainer(model=model, args=args, train_dataset=feats,
@@ -165,7 +167,10 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda (resolved once, used by all sides)")
-    ap.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (resolved once)")
+    ap.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (resolved once, as training "
+                    "resolves it: auto is bf16 mixed precision on a CPU with native bf16)")
+    ap.add_argument("--hf-precision", default="same",
+                    help="the Trainer baselines' precision: same (as the engine, default) | fp32 | bf16 | fp16")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--model", default=None, help="model folder (default: build the tiny model)")
     a = ap.parse_args()
@@ -174,7 +179,8 @@ def main() -> int:
     from foundation.device import resolve_device, resolve_precision
     from trainer.data.tokenization import tokenize_example
     a.device = resolve_device(a.device)
-    a.precision = resolve_precision(a.precision, a.device)
+    a.precision = resolve_precision(a.precision, a.device, training=True)
+    a.hf_precision = a.precision if a.hf_precision == "same" else a.hf_precision
     if a.threads:
         torch.set_num_threads(a.threads)
     n_examples = a.examples or a.steps * a.batch
@@ -195,7 +201,7 @@ def main() -> int:
             t = tokenize_example(tok, r, max_length=a.max_length, loss_on="assistant")
             feats.append({"input_ids": t["input_ids"], "labels": t["labels"],
                           "attention_mask": [1] * len(t["input_ids"])})
-        print(f"train_throughput: device={a.device} precision={a.precision} steps={a.steps} batch={a.batch} "
+        print(f"train_throughput: device={a.device} precision={a.precision} hf_precision={a.hf_precision} steps={a.steps} batch={a.batch} "
               f"max_length={a.max_length} examples={n_examples} repeats={a.repeats} "
               f"torch_threads={torch.get_num_threads()}", flush=True)
         for rep in range(a.repeats):
@@ -221,7 +227,7 @@ def main() -> int:
         print(f"{s:10s} tokens/s {spread([r['tokens_per_sec'] for r in rs])} "
               f"pad_share={statistics.median(r['pad_share'] for r in rs):.3f} "
               f"held_out_loss {spread([r['held_out_loss'] for r in rs], '.4f')}")
-    summary = {"device": a.device, "precision": a.precision}
+    summary = {"device": a.device, "precision": a.precision, "hf_precision": a.hf_precision}
     for base in ("hf_default", "hf_grouped"):
         ratio, lratio = med["engine"] / med[base], loss["engine"] / loss[base]
         cratio = cpu_med["engine"] / cpu_med[base]

@@ -4,7 +4,11 @@ Why one rule: the evaluator must score the same numeric model the server serves 
 give different greedy answers on the margin), and the engine's "auto" must mean the same thing.
 
   device "auto"      -> "cuda" when a CUDA device is visible, else "cpu"
-  precision "auto"   -> "bf16" on CUDA that supports it, else "fp32" (CPU, older GPUs)
+  precision "auto"   -> "bf16" on CUDA that supports it, else "fp32" (CPU, older GPUs); for
+                        *training* on a CPU with native bf16 (avx512_bf16 / amx_bf16), "bf16" too:
+                        mixed precision, fp32 master weights under bf16 autocast (about 1.5x the
+                        tokens/s of fp32 here); checkpoints stay fp32, so evaluation and serving on
+                        the CPU keep scoring the fp32 model
   "fp16"             -> for training: fp32 master weights + a grad scaler (so the model loads fp32);
                         for inference: weights in fp16
 torch is imported lazily so that importing this module stays cheap for torch-free daemons.
@@ -31,23 +35,41 @@ def resolve_device(requested: str = "auto", *, key: str = "device") -> str:
     return requested
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """``bf16`` / ``fp16`` / ``fp32`` for ``precision`` on ``device`` (``auto`` resolved)."""
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU computes bf16 in hardware (x86 ``avx512_bf16`` or ``amx_bf16`` flags).
+    Elsewhere bf16 on the CPU is emulated and slower than fp32, so "auto" keeps fp32."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str, device: str, *, training: bool = False) -> str:
+    """``bf16`` / ``fp16`` / ``fp32`` for ``precision`` on ``device`` (``auto`` resolved; see the
+    module docstring for the training-only CPU rule)."""
     if precision not in (None, "", "auto"):
         return precision
     if str(device).startswith("cuda"):
         import torch
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return "bf16"
+    if training and device == "cpu" and cpu_has_native_bf16():
+        return "bf16"
     return "fp32"
 
 
-def load_dtype(precision: str, *, training: bool = False) -> Any:
+def load_dtype(precision: str, *, training: bool = False, device: str = "cuda") -> Any:
     """The torch dtype to load weights in. Training in fp16 keeps fp32 weights (the scaler's
-    master copy), so only inference loads fp16."""
+    master copy), so only inference loads fp16; training in bf16 on the CPU keeps fp32 weights
+    too (autocast computes in bf16)."""
     import torch
     if precision == "bf16":
-        return torch.bfloat16
+        return torch.float32 if (training and device == "cpu") else torch.bfloat16
     if precision == "fp16" and not training:
         return torch.float16
     return torch.float32

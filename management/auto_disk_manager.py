@@ -192,12 +192,9 @@ class DiskManager:
 def disk_command(base_dir: str | None, once: bool, as_json: bool) -> None:
     """Watch free disk space: clean by retention and old logs, pause training (disk_low) when still low."""
     from foundation.logs import setup_logging
-    from trainer.config.loader import ConfigError, load_config
+    from trainer.config.click_load import cli_config
     paths = Paths.from_base(base_dir)
-    try:
-        cfg = load_config(base_dir=paths.base)
-    except ConfigError as e:
-        raise click.ClickException(str(e)) from None
+    cfg = cli_config(paths.base)
     mgr = DiskManager(paths.ensure(), cfg)
     with only_instance(paths.pids, NAME):
         if once:

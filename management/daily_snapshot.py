@@ -85,12 +85,9 @@ def take_snapshot(paths: Paths, keep_days: int, keep_weeks: int,
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def snapshot_command(base_dir: str | None, as_json: bool) -> None:
     """Take today's snapshot of current_model and config.json (once a day), then apply the keep policy."""
-    from trainer.config.loader import ConfigError, load_config
+    from trainer.config.click_load import cli_config
     paths = Paths.from_base(base_dir)
-    try:
-        r = load_config(base_dir=paths.base).retention
-    except ConfigError as e:
-        raise click.ClickException(str(e)) from None
+    r = cli_config(paths.base).retention
     out = take_snapshot(paths, r.snapshot_keep_days, r.snapshot_keep_weeks)
     if as_json:
         click.echo(json.dumps(out, indent=2))

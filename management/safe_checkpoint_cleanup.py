@@ -35,12 +35,9 @@ def cleanup_command(base_dir: str | None, do_apply: bool, as_json: bool) -> None
     """Checkpoint cleanup by the retention policy: a dry run unless --apply."""
     from management.backup_manager import create_backup, prune_backups
     from management.checkpoint_retention import Policy, run_retention
-    from trainer.config.loader import ConfigError, load_config
+    from trainer.config.click_load import cli_config
     paths = Paths.from_base(base_dir)
-    try:
-        cfg = load_config(base_dir=paths.base)
-    except ConfigError as e:
-        raise click.ClickException(str(e)) from None
+    cfg = cli_config(paths.base)
     backup = None
     if do_apply:
         backup = str(create_backup(paths, "before checkpoint cleanup", label="pre-cleanup"))

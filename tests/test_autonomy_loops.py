@@ -65,10 +65,30 @@ def test_learning_progress_weights_the_fastest_rising_level(tmp_path):
     assert max(mix, key=mix.get) == "medium" and mix["medium"] > 0.6, mix
     assert all(mix[lv] >= 0.1 / 4 - 1e-3 for lv in LEVELS), "epsilon exploration keeps every level"
     slopes = doc["evidence"]["slopes_per_1k"]
-    assert slopes["medium"] == pytest.approx(0.8, abs=0.01)  # 0.08 per 100 steps
+    # chance-corrected (acc - 0.5) / 0.5: 0.08 raw per 100 steps is 1.6 corrected per 1000
+    assert slopes["medium"] == pytest.approx(1.6, abs=0.01)
     assert doc["methods"]["learning_progress"]["window"] == 5 and "1707.00183" in doc["methods"]["learning_progress"]["paper"]
     assert doc["strategy"] in ("learning_progress", "uniform") and doc["batch_tag"].startswith(f"ab-{doc['strategy']}-")
     assert doc["mix"] == doc["arms"][doc["strategy"]]["mix"]
+
+
+def test_learning_progress_ignores_guess_flips_at_chance(tmp_path):
+    """A level whose raw accuracy jumps between answer-balance values (always "invalid" then always
+    "valid") has not learned anything: it gets no learning-progress weight, and while no level has
+    left chance the starting (easy-heavy) mix holds."""
+    base = make_base(tmp_path / "b", {"curriculum_arms": ["learning_progress", "uniform"],
+                                      "datagen_default_mix": {"easy": 0.8, "medium": 0.2}})
+    record_evals(base, [(100 * i, {"easy": 0.50, "medium": 0.50, "hard": (0.375, 0.5)[i % 2],
+                                   "expert": (0.3, 0.5)[i % 2]}) for i in range(1, 6)])
+    doc = curriculum_status(base)
+    mix = doc["arms"]["learning_progress"]["mix"]
+    assert mix["easy"] == pytest.approx(0.8, abs=1e-3) and mix["hard"] == 0.0, mix
+    assert all(s in (0, None) for s in doc["evidence"]["slopes_per_1k"].values())
+    # once easy leaves chance it is the level that gets the weight, not the flipping ones
+    record_evals(base, [(100 * i, {"easy": 0.5 + 0.04 * (i - 5), "medium": 0.50, "hard": (0.375, 0.5)[i % 2],
+                                   "expert": 0.5}) for i in range(6, 11)])
+    mix = curriculum_status(base)["arms"]["learning_progress"]["mix"]
+    assert max(mix, key=mix.get) == "easy" and mix["hard"] < 0.05, mix
 
 
 def test_difficulty_filter_aims_near_half(tmp_path):
@@ -104,7 +124,7 @@ def test_ab_attributes_gains_through_the_registry_and_switches(tmp_path):
     base = make_base(tmp_path / "b", {"curriculum_ab_min_intervals": 2})
     # batches alternate; accuracy rises on learning-progress batches, stays flat on uniform ones
     arm_of = {k: ("learning_progress" if (k // 2) % 2 == 0 else "uniform") for k in range(12)}
-    acc, points = 0.5, []
+    acc, points = 0.7, []  # past chance (40 items a level: a guesser stays below 0.63 at 95%)
     for k in range(12):
         acc += 0.03 if arm_of[k] == "learning_progress" else 0.0
         points.append((100 * (k + 1), {lv: acc for lv in LEVELS}))
@@ -116,6 +136,21 @@ def test_ab_attributes_gains_through_the_registry_and_switches(tmp_path):
     assert stats["uniform"]["mean_gain_per_1k"] == pytest.approx(0.0, abs=1e-6)
     assert doc["ab"]["state"] == "decided" and doc["ab"]["decided"]["winner"] == "learning_progress"
     assert doc["strategy"] == "learning_progress" and doc["batch_tag"] == "ab-learning_progress-0007"
+
+
+def test_ab_ignores_intervals_before_learning_starts(tmp_path):
+    """At chance every interval gains nothing on both arms (zero variance); the one in which the model
+    happens to escape chance must not decide the test on its own."""
+    base = make_base(tmp_path / "b", {"curriculum_ab_min_intervals": 2})
+    arm_of = {k: ("learning_progress" if k % 2 == 0 else "uniform") for k in range(10)}
+    accs = [0.5] * 9 + [0.75]  # flat at chance, then learning starts on a uniform batch
+    record_evals(base, [(100 * (k + 1), {lv: accs[k] for lv in LEVELS}) for k in range(10)],
+                 source=lambda step: f"datagen-ab-{arm_of[step // 100 - 1]}-{step // 100:04d}-20250101T000000-s{step}.jsonl")
+    doc = curriculum_status(base)
+    ab = doc["ab"]
+    assert ab["at_chance"] == 8 and ab["intervals"] == 1, ab
+    assert ab["current"]["stats"]["uniform"]["n"] == 1 and ab["current"]["stats"]["learning_progress"]["n"] == 0
+    assert ab["state"] == "collecting" and ab["decided"] is None
 
 
 def test_bad_inputs_give_a_clear_status_and_exit_zero(tmp_path):

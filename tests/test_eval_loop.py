@@ -271,7 +271,7 @@ def test_server_mode_scores_what_the_server_serves(base_dir, trained_model, reap
 
 def test_daemon_heartbeats_while_idle_and_stops_on_sigterm(base_dir, reaper):
     import signal
-    paths = _configure(base_dir, interval=0.2)
+    paths = _configure(base_dir, interval=0.2, num_threads=1, nice=3)
     status = paths.status_file("automated_testing.json")
     proc = reaper.popen([sys.executable, str(REPO / "management" / "cli.py"), "eval", "daemon",
                          "--base-dir", str(base_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -285,6 +285,9 @@ def test_daemon_heartbeats_while_idle_and_stops_on_sigterm(base_dir, reaper):
         time.sleep(0.1)
     assert len(beats) >= 3, proc.stderr.read() if proc.poll() is not None else beats
     assert (paths.pids / "automated_testing.pid").read_text().strip() == str(proc.pid)
+    # evaluation.num_threads / evaluation.nice: one torch thread, 3 steps nicer than training
+    assert doc["cpu_share"]["torch_threads"] == 1, doc.get("cpu_share")
+    assert os.getpriority(os.PRIO_PROCESS, proc.pid) - os.getpriority(os.PRIO_PROCESS, 0) == 3
     t0 = time.time()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
@@ -292,3 +295,32 @@ def test_daemon_heartbeats_while_idle_and_stops_on_sigterm(base_dir, reaper):
     doc = json.loads(status.read_text())
     assert doc["state"] == "stopped" and doc["evaluated_total"] == 0 and doc["pending"] == []
     assert not (paths.pids / "automated_testing.pid").exists()
+
+
+def test_a_checkpoint_written_during_an_evaluation_is_evaluated_next(base_dir):
+    """Newest first, re-discovered after every evaluation: while training keeps writing checkpoints,
+    the evaluator turns to the newest one instead of working through an old backlog first."""
+    from monitoring.evaluation.daemon import AutomatedTester
+    paths = _configure(base_dir)
+
+    def checkpoint(step: int) -> None:
+        folder = paths.checkpoints / "job" / f"step-{step:08d}"
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}")
+        (folder / "checkpoint_info.json").write_text(json.dumps({"complete": True, "global_step": step,
+                                                                 "job_id": "job", "source_file": "a.jsonl"}))
+    checkpoint(10)
+    checkpoint(20)
+    tester = AutomatedTester(base_dir)
+    order: list[int] = []
+
+    def evaluate(c, remaining):  # stands in for the model run; the scheduling is what is tested
+        order.append(c["global_step"])
+        if c["global_step"] == 20:
+            checkpoint(30)  # training saved a newer one meanwhile
+        tester.db.record_evaluation(c["abs_path"], tester.suite.version, 0.5,
+                                    {"easy": {"n": 2, "correct": 1, "accuracy": 0.5}}, 2)
+        return True
+    tester._evaluate_one = evaluate
+    assert tester.run_once() == 3
+    assert order == [20, 30, 10]

@@ -10,7 +10,10 @@ Strategies (``autonomy.curriculum_arms`` picks the ones compared):
   (forgetting) is practised again, with epsilon-greedy exploration (a share epsilon spread
   uniformly). Parameters: K = ``curriculum_window`` (5 evaluations), epsilon =
   ``curriculum_epsilon`` (0.1). With fewer than two evaluations (no slope yet) the starting mix
-  ``datagen_default_mix`` (easy-heavy) is used.
+  ``datagen_default_mix`` (easy-heavy) is used. Our adaptation: the curve is of the chance-corrected
+  accuracy (below), clipped at 0, so a level at chance has no slope however its guesses flip (a
+  model that turns from always "invalid" to always "valid" moves a level's raw accuracy by its
+  answer balance, which is not learning); while no level has left chance the starting mix holds.
 * ``difficulty_filter`` -- Bae et al., "Online Difficulty Filtering for Reasoning Oriented
   Reinforcement Learning", arXiv 2504.03380: learning is fastest on items the model passes about
   half the time (the pass-rate variance p(1-p) lower-bounds the improvement). Levels whose pass rate
@@ -30,7 +33,13 @@ with the fewest batches so far, so batches alternate. The model registry
 records which file produced every checkpoint, so each interval between two consecutive suite
 evaluations is attributed to an arm when every checkpoint in it came from that arm's batches
 (intervals with mixed or untagged files are counted as ``unattributed``). An interval's evidence is
-its accuracy gain per 1000 trained steps (comparing rates is comparing at equal steps).
+its accuracy gain per 1000 trained steps (comparing rates is comparing at equal steps). Intervals
+before learning starts, where the model is at chance on every level at both ends (no level above
+chance by more than 1.64 binomial standard errors of a guesser), are left out and counted as
+``at_chance``: a model that has learnt nothing yet shows no difference between curricula except
+where its escape from chance happens to fall, and a run of zero gains has no variance, so one
+lucky interval would decide the test (it did, in a 30-minute run: uniform "won" on the interval
+in which learning began).
 
 Switching rule: once every arm has ``curriculum_ab_min_intervals`` (3) intervals, the arm with the
 highest mean gain per 1000 steps wins when its lead over each other arm exceeds
@@ -41,7 +50,8 @@ The decision is kept (``ab.decided``) and every later batch uses the winner.
 ``status/curriculum_optimization.json``: ``strategy``, ``batch_tag``, ``mix`` (the next batch's),
 ``arms`` (each arm's mix), ``methods`` (paper and parameters), ``evidence`` (suite version, the
 per-level accuracy window, slopes, pass rates (suite, probe, pooled, corrected)), ``ab`` (state,
-per-arm n/steps/mean/se/gain at equal steps, winner, rule, attributed and unattributed intervals),
+per-arm n/steps/mean/se/gain at equal steps, winner, rule, attributed, unattributed and at-chance
+intervals),
 ``inputs`` (a line per input file or registry that is missing or malformed), ``history`` (newest
 last, at most 50: tag, strategy, mix, at).
 """
@@ -103,14 +113,17 @@ def slope_per_1k(points: list[tuple[int, float]]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
 
 
-def level_windows(evals: list[dict], levels: list[str], k: int) -> dict[str, list[tuple[int, float]]]:
-    """The last ``k`` (global step, accuracy) points per level, from evaluations ordered by step."""
+def level_windows(evals: list[dict], levels: list[str], k: int,
+                  chance: float | None = None) -> dict[str, list[tuple[int, float]]]:
+    """The last ``k`` (global step, accuracy) points per level, from evaluations ordered by step.
+    With ``chance``, accuracies are chance-corrected and clipped at 0 (``corrected``)."""
     out: dict[str, list[tuple[int, float]]] = {lv: [] for lv in levels}
     for e in evals:
         for lv in levels:
             acc = as_dict(as_dict(e.get("by_difficulty")).get(lv)).get("accuracy")
             if isinstance(acc, (int, float)):
-                out[lv].append((int(e["global_step"]), float(acc)))
+                y = float(acc) if chance is None else corrected(float(acc), chance)
+                out[lv].append((int(e["global_step"]), y))
     return {lv: pts[-k:] for lv, pts in out.items()}
 
 
@@ -140,17 +153,35 @@ def difficulty_filter_mix(rates: dict[str, float], levels: list[str], epsilon: f
 
 
 # --------------------------------------------------------------------------- A/B evidence
-def ab_intervals(evals: list[dict], checkpoints: list[dict], files: dict[str, str] | None = None) -> tuple[list[dict], int]:
+def left_chance(evaluation: dict, levels: list[str], chance: float) -> bool:
+    """True when some level's suite accuracy is above chance by more than 1.64 binomial standard
+    errors of a guesser (sqrt(c(1-c)/n), one-sided 95%): the model has started to learn."""
+    by = as_dict(evaluation.get("by_difficulty"))
+    for lv in levels:
+        d = as_dict(by.get(lv))
+        acc, n = d.get("accuracy"), d.get("n")
+        if isinstance(acc, (int, float)) and isinstance(n, int) and n > 0:
+            if acc - chance > 1.64 * math.sqrt(chance * (1 - chance) / n):
+                return True
+    return False
+
+
+def ab_intervals(evals: list[dict], checkpoints: list[dict], files: dict[str, str] | None = None,
+                 informative=None) -> tuple[list[dict], int, int]:
     """Consecutive evaluation pairs attributed to one arm: ({arm, from_step, to_step, steps, gain,
-    rate_per_1k}, ...), and how many intervals could not be attributed. ``files``: batch file name ->
-    tag, for batches whose name carries none."""
+    rate_per_1k}, ...), how many intervals could not be attributed, and how many were left out
+    because the model was at chance at both ends (``informative(evaluation)`` False for both; None:
+    every interval counts). ``files``: batch file name -> tag, for batches whose name carries none."""
     files = files or {}
     steps_files = sorted((int(c["global_step"]), c.get("source_file") or "") for c in checkpoints)
     out: list[dict] = []
-    unattributed = 0
+    unattributed = at_chance = 0
     for a, b in zip(evals, evals[1:]):
         s0, s1 = int(a["global_step"]), int(b["global_step"])
         if s1 <= s0 or a.get("accuracy") is None or b.get("accuracy") is None:
+            continue
+        if informative is not None and not (informative(a) or informative(b)):
+            at_chance += 1
             continue
         trained = {f for s, f in steps_files if s0 < s <= s1} or {b.get("source_file") or ""}
         arms = {(tag_of_name(f) or tag_of_name(files.get(os.path.basename(f), "")) or (None,))[0] for f in trained}
@@ -160,7 +191,7 @@ def ab_intervals(evals: list[dict], checkpoints: list[dict], files: dict[str, st
         gain = float(b["accuracy"]) - float(a["accuracy"])
         out.append({"arm": arms.pop(), "from_step": s0, "to_step": s1, "steps": s1 - s0,
                     "gain": round(gain, 4), "rate_per_1k": gain / (s1 - s0) * 1000.0})
-    return out, unattributed
+    return out, unattributed, at_chance
 
 
 def ab_decision(intervals: list[dict], arms: list[str], min_n: int, z: float, max_n: int) -> dict:
@@ -283,7 +314,7 @@ class CurriculumOptimizer(Sidecar):
         evals, ckpts, version = self._evaluations(problems)
         prior = {k: v for k, v in as_dict(a.datagen_default_mix).items() if k in levels}
 
-        windows = level_windows(evals, levels, a.curriculum_window)
+        windows = level_windows(evals, levels, a.curriculum_window, a.curriculum_chance)
         lp_mix, slopes, lp_why = learning_progress_mix(windows, levels, a.curriculum_epsilon, prior)
         rates = self._pass_rates(evals, self._probe(problems), levels)
         cor = {lv: r["corrected"] for lv, r in rates.items() if r["corrected"] is not None}
@@ -291,7 +322,8 @@ class CurriculumOptimizer(Sidecar):
         mixes = {"learning_progress": lp_mix, "difficulty_filter": df_mix, "uniform": normalise({}, levels)}
 
         files = self._generated_files()
-        intervals, unattributed = ab_intervals(evals, ckpts, files)
+        intervals, unattributed, at_chance = ab_intervals(
+            evals, ckpts, files, informative=lambda e: left_chance(e, levels, a.curriculum_chance))
         verdict = ab_decision(intervals, arms, a.curriculum_ab_min_intervals, a.curriculum_ab_z,
                               a.curriculum_ab_max_intervals)
         decided = as_dict(as_dict(self.doc.get("ab")).get("decided")) or None
@@ -324,6 +356,7 @@ class CurriculumOptimizer(Sidecar):
                             f"1000 steps wins when it leads every arm by >= {a.curriculum_ab_z} standard errors, "
                             f"or at {a.curriculum_ab_max_intervals} intervals per arm"),
                    "current": verdict, "intervals": len(intervals), "unattributed": unattributed,
+                   "at_chance": at_chance,
                    "recent_intervals": intervals[-10:], "files": files},
             "inputs": problems, "history": history,
         }

@@ -30,13 +30,10 @@ _url_opt = click.option("--server-url", default=None, help="Inference server URL
 
 
 def _make(base_dir: str | None, server_url: str | None, overrides: dict | None = None) -> DeploymentOrchestrator:
-    from trainer.config.loader import ConfigError, load_config
+    from trainer.config.click_load import cli_config
     from monitoring.prediction_client import PredictionClient
-    try:
-        paths = Paths.from_base(base_dir)
-        cfg = load_config(base_dir=paths.base, overrides=overrides)
-    except ConfigError as e:
-        raise click.ClickException(str(e))
+    paths = Paths.from_base(base_dir)
+    cfg = cli_config(paths.base, overrides=overrides)
     client = PredictionClient.from_config(paths.base)
     if server_url:
         client = PredictionClient(server_url, api_key=client.api_key, admin_key=client.admin_key,

@@ -26,12 +26,8 @@ _json = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 def _cfg(base_dir):
-    from trainer.config.loader import ConfigError, load_config
-    from foundation.paths import Paths
-    try:
-        return load_config(base_dir=Paths.from_base(base_dir).base)
-    except ConfigError as e:
-        raise click.ClickException(str(e))
+    from trainer.config.click_load import cli_config
+    return cli_config(base_dir)
 
 
 @click.group("eval")

@@ -43,6 +43,7 @@ evaluation on the current suite version whose folder still exists is evaluated, 
 * ``schema_version``, ``updated_at``, ``pid``, ``heartbeat_at``
 * ``state``: ``starting`` | ``idle`` | ``evaluating`` | ``stopped`` | ``error``
 * ``mode`` (local | server), ``device``, ``profile``, ``interval``, ``started_at``
+* ``cpu_share``: local mode: ``{torch_threads, nice}`` in effect (``evaluation.num_threads``, ``evaluation.nice``)
 * ``suite_version`` (e.g. "syllo-v1"), ``suite_dir``, ``n_suite_items`` (items scored per checkpoint)
 * ``current``: null or ``{checkpoint, global_step, started_at}``
 * ``pending``: checkpoint paths waiting, newest first; ``n_pending``
@@ -159,18 +160,23 @@ class AutomatedTester:
         return out
 
     def run_once(self) -> int:
-        """Discover, evaluate everything pending (newest first), publish. Returns evaluations done."""
+        """Discover, evaluate everything pending (newest first, discovering again after each one),
+        publish. Returns evaluations done."""
         if self.cfg.evaluation.mode == "server":
             return self._run_once_server()
-        discover_checkpoints(self.paths, self.db)
-        todo = self.pending()
-        self.status.set(state="idle" if not todo else "evaluating", pending=[c["path"] for c in todo],
-                        n_pending=len(todo))
         done = 0
-        for i, c in enumerate(todo):
-            if self.stop_event.is_set():
+        tried: set[str] = set()
+        while not self.stop_event.is_set():
+            # Discover again after every evaluation: a checkpoint written meanwhile is newer than
+            # anything left, and the newest is what deployment and the curriculum wait for.
+            discover_checkpoints(self.paths, self.db)
+            todo = [c for c in self.pending() if c["path"] not in tried]
+            self.status.set(state="idle" if not todo else "evaluating", pending=[c["path"] for c in todo],
+                            n_pending=len(todo))
+            if not todo:
                 break
-            if self._evaluate_one(c, remaining=[x["path"] for x in todo[i + 1:]]):
+            tried.add(todo[0]["path"])  # each checkpoint at most once per pass: the pass ends
+            if self._evaluate_one(todo[0], remaining=[x["path"] for x in todo[1:]]):
                 done += 1
         self.status.set(state="idle", current=None, pending=[], n_pending=0)
         return done
@@ -248,6 +254,10 @@ class AutomatedTester:
     # ------------------------------------------------------------------ loop
     def run(self, once: bool = False) -> None:
         enable_stack_dumps()  # the anti-stuck monitor's SIGUSR1 asks for our stacks
+        if self.cfg.evaluation.mode == "local":
+            from foundation.cpu_share import apply_cpu_share
+            ev = self.cfg.evaluation
+            self.status.doc["cpu_share"] = apply_cpu_share(ev.num_threads, ev.nice)
         self.status.set(state="idle")
         self.status.start(self.stop_event)
         if self.db.latest_evaluations(self.suite.version):

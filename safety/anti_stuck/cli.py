@@ -12,11 +12,8 @@ from safety.daemon_cli import base_dir_option, daemon_paths, pass_daemon_options
 def settings(paths: Paths) -> tuple[Limits, float]:
     """Limits and check interval from config.json (``watchdog`` section; the interval defaults to
     ``daemon.heartbeat_interval`` so a hang is seen within two heartbeats)."""
-    from trainer.config.loader import ConfigError, load_config
-    try:
-        cfg = load_config(base_dir=paths.base)
-    except ConfigError as e:
-        raise click.UsageError(f"config.json is invalid: {'; '.join(e.problems)}")
+    from trainer.config.click_load import cli_config
+    cfg = cli_config(paths.base, usage=True)
     wd = cfg.watchdog
     limits = Limits(wd.stuck_step_factor, wd.evaluation_budget, wd.heartbeat_timeout)
     return limits, wd.stuck_check_interval or cfg.daemon.heartbeat_interval

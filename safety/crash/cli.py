@@ -10,11 +10,8 @@ from safety.daemon_cli import base_dir_option, daemon_paths, pass_daemon_options
 
 
 def _interval(paths: Paths) -> float:
-    from trainer.config.loader import ConfigError, load_config
-    try:
-        return load_config(base_dir=paths.base).watchdog.crash_check_interval
-    except ConfigError as e:
-        raise click.UsageError(f"config.json is invalid: {'; '.join(e.problems)}")
+    from trainer.config.click_load import cli_config
+    return cli_config(paths.base, usage=True).watchdog.crash_check_interval
 
 
 def render(doc: dict, new: list | None = None) -> str:

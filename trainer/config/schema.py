@@ -86,7 +86,8 @@ class TrainingConfig:
     seed: int = f(42)
     """Random seed (data order, dropout, initialisation of LoRA)."""
     precision: str = f("auto", choices=["auto", "fp32", "bf16", "fp16"])
-    """Dtype for model load and training: auto = bf16 on CUDA that supports it, else fp32 (CPU).
+    """Training precision. auto = bf16 on CUDA that supports it; on a CPU with native bf16
+    (avx512_bf16/amx_bf16) bf16 mixed precision (fp32 weights, bf16 autocast); else fp32.
     fp16 trains with a loss scaler (master weights fp32)."""
     gradient_checkpointing: bool = f(False)
     """Trade compute for memory."""
@@ -271,6 +272,12 @@ class EvaluationConfig:
     """Suite items generated together (local mode)."""
     server_url: str = f("")
     """Inference server base URL for mode "server"; empty: http://<inference.host>:<inference.port>."""
+    num_threads: int = f(0, min=0, max=1024)
+    """Torch CPU threads of the evaluation daemon (local mode); 0: torch's default (one per core).
+    Where training shares the CPU, 1 keeps the two from oversubscribing the cores."""
+    nice: int = f(0, min=0, max=19)
+    """Raise the evaluation daemon's Unix niceness by this much at start: under contention training
+    keeps the CPU and evaluation takes what is left (0: same priority as training)."""
 
 
 @dataclass

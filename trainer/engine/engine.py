@@ -106,7 +106,7 @@ class TrainerEngine:
     @staticmethod
     def _load_model(model_path: str, cfg: Config, precision: str, device: str):
         attn = _attn_implementation(device, precision)
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=load_dtype(precision, training=True),
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=load_dtype(precision, training=True, device=device),
                                                      trust_remote_code=cfg.model.trust_remote_code,
                                                      **({"attn_implementation": attn} if attn else {}))
         if cfg.training.gradient_checkpointing:
@@ -144,7 +144,7 @@ class TrainerEngine:
                 return self._result_from_checkpoint(job, out, resume_from, done, global_start, t_start)
 
         device = resolve_device(cfg.training.device, key="training.device")
-        precision = resolve_precision(cfg.training.precision, device)
+        precision = resolve_precision(cfg.training.precision, device, training=True)
         model_path = job.model_path or cfg.model.model_path
         tokenizer = self._load_tokenizer(model_path)
         train_ds = build_train_dataset(job.dataset, tokenizer, cfg)
