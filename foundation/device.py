@@ -6,8 +6,8 @@ give different greedy answers on the margin), and the engine's "auto" must mean 
   device "auto"      -> "cuda" when a CUDA device is visible, else "cpu"
   precision "auto"   -> "bf16" on CUDA that supports it, else "fp32" (CPU, older GPUs); for
                         *training* on a CPU with native bf16 (avx512_bf16 / amx_bf16), "bf16" too:
-                        mixed precision, fp32 master weights under bf16 autocast (about 1.5x the
-                        tokens/s of fp32 here); checkpoints stay fp32, so evaluation and serving on
+                        mixed precision, fp32 master weights under bf16 autocast (1.3x the
+                        tokens/s of fp32 in bench/train_throughput.py here); checkpoints stay fp32, so evaluation and serving on
                         the CPU keep scoring the fp32 model
   "fp16"             -> for training: fp32 master weights + a grad scaler (so the model loads fp32);
                         for inference: weights in fp16
@@ -15,6 +15,7 @@ torch is imported lazily so that importing this module stays cheap for torch-fre
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -49,6 +50,11 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=1)
+def _this_cpu_has_native_bf16() -> bool:
+    return cpu_has_native_bf16()  # read once per process: the flags do not change
+
+
 def resolve_precision(precision: str, device: str, *, training: bool = False) -> str:
     """``bf16`` / ``fp16`` / ``fp32`` for ``precision`` on ``device`` (``auto`` resolved; see the
     module docstring for the training-only CPU rule)."""
@@ -58,15 +64,15 @@ def resolve_precision(precision: str, device: str, *, training: bool = False) ->
         import torch
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return "bf16"
-    if training and device == "cpu" and cpu_has_native_bf16():
+    if training and device == "cpu" and _this_cpu_has_native_bf16():
         return "bf16"
     return "fp32"
 
 
-def load_dtype(precision: str, *, training: bool = False, device: str = "cuda") -> Any:
+def load_dtype(precision: str, *, training: bool = False, device: str | None = None) -> Any:
     """The torch dtype to load weights in. Training in fp16 keeps fp32 weights (the scaler's
     master copy), so only inference loads fp16; training in bf16 on the CPU keeps fp32 weights
-    too (autocast computes in bf16)."""
+    too (autocast computes in bf16), so training callers pass ``device``."""
     import torch
     if precision == "bf16":
         return torch.float32 if (training and device == "cpu") else torch.bfloat16

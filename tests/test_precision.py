@@ -31,7 +31,7 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_on_cpu(monkeypatch, native):
     import torch
-    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda *a: native)
+    monkeypatch.setattr(dev, "_this_cpu_has_native_bf16", lambda: native)
     assert dev.resolve_precision("auto", "cpu", training=True) == ("bf16" if native else "fp32")
     assert dev.resolve_precision("auto", "cpu") == "fp32"  # evaluation and serving: fp32 on the CPU
     assert dev.resolve_precision("fp32", "cpu", training=True) == "fp32"  # an explicit choice wins

@@ -60,7 +60,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any
+from typing import Any, Callable
 
 from foundation.paths import PRIORITIES
 from monitoring.autonomy.inputs import as_dict, as_list, read_input
@@ -113,17 +113,15 @@ def slope_per_1k(points: list[tuple[int, float]]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
 
 
-def level_windows(evals: list[dict], levels: list[str], k: int,
-                  chance: float | None = None) -> dict[str, list[tuple[int, float]]]:
-    """The last ``k`` (global step, accuracy) points per level, from evaluations ordered by step.
-    With ``chance``, accuracies are chance-corrected and clipped at 0 (``corrected``)."""
+def level_windows(evals: list[dict], levels: list[str], k: int, chance: float) -> dict[str, list[tuple[int, float]]]:
+    """The last ``k`` (global step, chance-corrected accuracy clipped at 0: ``corrected``) points per
+    level, from evaluations ordered by step."""
     out: dict[str, list[tuple[int, float]]] = {lv: [] for lv in levels}
     for e in evals:
         for lv in levels:
             acc = as_dict(as_dict(e.get("by_difficulty")).get(lv)).get("accuracy")
             if isinstance(acc, (int, float)):
-                y = float(acc) if chance is None else corrected(float(acc), chance)
-                out[lv].append((int(e["global_step"]), y))
+                out[lv].append((int(e["global_step"]), corrected(float(acc), chance)))
     return {lv: pts[-k:] for lv, pts in out.items()}
 
 
@@ -166,13 +164,12 @@ def left_chance(evaluation: dict, levels: list[str], chance: float) -> bool:
     return False
 
 
-def ab_intervals(evals: list[dict], checkpoints: list[dict], files: dict[str, str] | None = None,
-                 informative=None) -> tuple[list[dict], int, int]:
+def ab_intervals(evals: list[dict], checkpoints: list[dict], files: dict[str, str],
+                 informative: Callable[[dict], bool]) -> tuple[list[dict], int, int]:
     """Consecutive evaluation pairs attributed to one arm: ({arm, from_step, to_step, steps, gain,
     rate_per_1k}, ...), how many intervals could not be attributed, and how many were left out
-    because the model was at chance at both ends (``informative(evaluation)`` False for both; None:
-    every interval counts). ``files``: batch file name -> tag, for batches whose name carries none."""
-    files = files or {}
+    because the model was at chance at both ends (``informative(evaluation)`` False for both).
+    ``files``: batch file name -> tag, for batches whose name carries none."""
     steps_files = sorted((int(c["global_step"]), c.get("source_file") or "") for c in checkpoints)
     out: list[dict] = []
     unattributed = at_chance = 0
@@ -180,7 +177,7 @@ def ab_intervals(evals: list[dict], checkpoints: list[dict], files: dict[str, st
         s0, s1 = int(a["global_step"]), int(b["global_step"])
         if s1 <= s0 or a.get("accuracy") is None or b.get("accuracy") is None:
             continue
-        if informative is not None and not (informative(a) or informative(b)):
+        if not (informative(a) or informative(b)):
             at_chance += 1
             continue
         trained = {f for s, f in steps_files if s0 < s <= s1} or {b.get("source_file") or ""}

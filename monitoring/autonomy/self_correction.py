@@ -229,10 +229,10 @@ class SelfCorrectionLoop(Sidecar):
         if not records:
             return {}
 
-        def finish(rec: dict) -> None:
-            if reasoning:
-                rec["messages"][-1]["content"] = reasoned_answer(puzzle_from_metadata(rec["metadata"]))
-        records = with_replay(records, a.replay_ratio, f"corr:{run}", exclude, self.cfg.profile.name, finish)
+        def explain(rec: dict) -> None:  # replayed puzzles get the same reasoned answer as the targeted ones
+            rec["messages"][-1]["content"] = reasoned_answer(puzzle_from_metadata(rec["metadata"]))
+        records = with_replay(records, a.replay_ratio, f"corr:{run}", exclude, self.cfg.profile.name,
+                              explain if reasoning else None)
         check_no_leak(records, suite_fingerprints(self.paths, self.cfg), "corrections")
         remember(self.paths, records)  # before the file is visible: no generator repeats them
         path = write_records(self.paths.queue / "corrections" / unique_name("corr"), records)

@@ -115,7 +115,7 @@ def _faulthandler(pid: int, log_file: Path, wait_s: float) -> str | None:
     # stayed the same size for a moment (or the deadline).
     deadline, last, stable_since = time.monotonic() + wait_s, start, None
     while time.monotonic() < deadline:
-        size = log_file.stat().st_size if log_file.exists() else start
+        size = _size(log_file, start)
         if size > start and size == last:
             stable_since = stable_since or time.monotonic()
             if time.monotonic() - stable_since >= 0.3:

@@ -106,7 +106,8 @@ class TrainerEngine:
     @staticmethod
     def _load_model(model_path: str, cfg: Config, precision: str, device: str):
         attn = _attn_implementation(device, precision)
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=load_dtype(precision, training=True, device=device),
+        dtype = load_dtype(precision, training=True, device=device)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
                                                      trust_remote_code=cfg.model.trust_remote_code,
                                                      **({"attn_implementation": attn} if attn else {}))
         if cfg.training.gradient_checkpointing:
