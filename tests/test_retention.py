@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from foundation.atomic_io import atomic_write_json
@@ -60,6 +61,7 @@ class World:
         if folder.exists():
             return
         tmp = folder.with_name(f"checkpoint-{self.step}")
+        shutil.rmtree(tmp, ignore_errors=True)  # a partial save left at this step (``partial``) is redone
         tmp.mkdir()
         (tmp / "model.safetensors").write_bytes(b"\0" * units * KIB)
         atomic_write_json(tmp / "checkpoint_info.json", {"global_step": self.step, "complete": True, "job_id": self.job})
@@ -157,6 +159,8 @@ policies = st.builds(Policy, keep_latest=st.integers(0, 3), keep_best=st.integer
 
 @settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(history=events, policy=policies)
+@example(history=[("new_job",), ("partial",), ("save", 1, 1, False)],  # a save redone over a partial one
+         policy=Policy(keep_latest=0, keep_best=0, keep_every_steps=0, budget_bytes=0))
 def test_nothing_protected_is_ever_deleted_and_the_budget_holds(history, policy):
     with tempfile.TemporaryDirectory() as tmp:
         w = World(Path(tmp))
