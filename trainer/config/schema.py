@@ -94,6 +94,11 @@ class TrainingConfig:
     torch_compile: bool = f(False)
     """Compile the model with torch.compile: pays on CUDA for long jobs; on CPU the compile time
     exceeds a file's worth of small-model steps."""
+    prune_last_layer: bool = f(True)
+    """Run the last decoder layer at label positions only (same loss and gradients, fewer
+    multiplies: about 11% of a 4-layer model's layer compute with assistant-only loss). Llama-shaped
+    models with sdpa/eager attention; checked against the model's own logits on the first batch and
+    switched off by itself if they differ. false: always the model's own last layer."""
     group_by_length: bool = f(True)
     """Length-grouped batches (little padding on skewed data)."""
     num_processes: int = f(1, min=1, max=1024)

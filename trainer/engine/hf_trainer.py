@@ -1,5 +1,5 @@
 """The HF Trainer subclass: our length-grouped (or packed) batches, a global-step-aware LR schedule,
-the loss on label positions only (``loss``), token counting, and step-named complete checkpoints."""
+the loss on label positions only (``loss``, ``last_layer``), token counting, and step-named complete checkpoints."""
 from __future__ import annotations
 
 import math
@@ -10,6 +10,7 @@ from transformers import Trainer
 
 from trainer.engine.callbacks import JobState
 from trainer.engine.checkpoints import export_merged_lora, seal_checkpoint
+from trainer.engine.last_layer import LastLayerPruner
 from trainer.engine.loss import label_only_loss
 
 
@@ -47,6 +48,8 @@ class ContinuousTrainer(Trainer):
         # Label-position logits (see trainer.engine.loss); switched off for good the first time the
         # model ignores a boolean ``logits_to_keep`` (older remote-code models).
         self._label_only = True
+        # The last decoder layer at label positions only (Llama-shaped models; see trainer.engine.last_layer).
+        self._pruner = LastLayerPruner.attach(self.model) if engine_state.cfg.training.prune_last_layer else None
 
     def get_train_dataloader(self):
         from torch.utils.data import DataLoader
@@ -90,7 +93,7 @@ class ContinuousTrainer(Trainer):
                   and self.compute_loss_func is None and (not return_outputs or self.args.prediction_loss_only))
         if usable:
             n_items = num_items_in_batch if self.model_accepts_loss_kwargs else None
-            loss = label_only_loss(model, inputs, n_items)
+            loss = label_only_loss(model, inputs, n_items, self._pruner)
             if loss is not None:
                 if self.args.average_tokens_across_devices and n_items is not None:
                     loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss does (DDP mean)

@@ -11,6 +11,12 @@ forward, so PEFT, DDP wrapping and model-specific logit scaling all still apply)
 the same token-level cross-entropy the model computes (sum over label tokens / ``num_items_in_batch``,
 or the mean without it), so training results do not change; on large vocabularies it also removes
 the biggest activation of the step (e.g. 8 x 512 x 151k fp32 logits = 2.5 GB).
+
+Two more savings with the same result: a right-padded batch goes in WITHOUT its ``attention_mask``
+(causal attention never lets a real token see the padding after it, and padding has no labels), so
+sdpa takes its causal kernel, which skips the masked half of the score matrix instead of computing
+it against an explicit mask; and an optional ``LastLayerPruner`` runs the last decoder layer at the
+label positions only (see ``trainer.engine.last_layer``).
 """
 from __future__ import annotations
 
@@ -30,15 +36,39 @@ def label_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return keep, shifted[valid]
 
 
-def label_only_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tensor | None:
+def right_padding_only(mask: torch.Tensor, labels: torch.Tensor) -> bool:
+    """True when every row of the 2-D ``mask`` is ones then zeros and no padded position has a label:
+    then the mask changes nothing a causal LM computes at the positions that have labels."""
+    if mask.ndim != 2:
+        return False
+    m = mask.bool()
+    return bool((m[:, 1:] <= m[:, :-1]).all()) and bool((labels[~m] == IGNORE_INDEX).all())
+
+
+def label_only_loss(model, inputs: dict, num_items_in_batch=None, pruner=None) -> torch.Tensor | None:
     """The causal-LM loss of ``inputs`` with logits only at label positions, or None when the
-    model does not honour a boolean ``logits_to_keep`` (the caller then uses the model's own loss)."""
+    model does not honour a boolean ``logits_to_keep`` (the caller then uses the model's own loss).
+    ``pruner``: a ``trainer.engine.last_layer.LastLayerPruner`` attached to ``model``, or None."""
     labels = inputs["labels"]
     keep, targets = label_positions(labels)
     fwd = {k: v for k, v in inputs.items() if k != "labels"}
-    # No KV cache in training: it is never read, and a cache disables packed-sequence masking.
-    out = model(**fwd, logits_to_keep=keep, use_cache=False)
-    logits = out["logits"] if isinstance(out, dict) else out[0]
+    if fwd.get("attention_mask") is not None and right_padding_only(fwd["attention_mask"], labels):
+        del fwd["attention_mask"]
+
+    def run():
+        # No KV cache in training: it is never read, and a cache disables packed-sequence masking.
+        out = model(**fwd, logits_to_keep=keep, use_cache=False)
+        return out["logits"] if isinstance(out, dict) else out[0]
+
+    prune = (pruner is not None and "attention_mask" not in fwd and "position_ids" not in fwd
+             and pruner.usable(model) and bool(keep.any()))
+    if prune and not pruner.verified:
+        prune = pruner.verify(run, keep)
+    if prune:
+        with pruner.at(keep):
+            logits = run()
+    else:
+        logits = run()
     if logits.ndim != 2 or logits.shape[0] != targets.shape[0]:
         return None
     loss = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
