@@ -137,3 +137,15 @@ def test_lora_adapters_get_the_same_gradients_through_the_pruned_layer(tiny_mode
     assert pruner.enabled and pruner.pruned_calls >= 2
     assert ref[1] and all("lora_" in k for k in ref[1])
     _assert_same(ref, ours)
+
+
+def test_columns_after_the_last_label_are_not_computed():
+    from trainer.engine.loss import _without_trailing_columns
+    keep = torch.zeros(2, 6, dtype=torch.bool)
+    keep[0, 1], keep[1, 3] = True, True
+    fwd = {"input_ids": torch.arange(12).view(2, 6), "attention_mask": torch.ones(2, 6), "other": 7}
+    crop, k = _without_trailing_columns(fwd, keep)
+    assert crop["input_ids"].tolist() == [[0, 1, 2, 3], [6, 7, 8, 9]] and crop["attention_mask"].shape == (2, 4)
+    assert crop["other"] == 7 and k.shape == (2, 4) and int(k.sum()) == 2
+    keep[1, 5] = True  # a label at the last column: nothing to drop
+    assert _without_trailing_columns(fwd, keep)[0] is fwd

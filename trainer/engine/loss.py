@@ -12,7 +12,8 @@ the same token-level cross-entropy the model computes (sum over label tokens / `
 or the mean without it), so training results do not change; on large vocabularies it also removes
 the biggest activation of the step (e.g. 8 x 512 x 151k fp32 logits = 2.5 GB).
 
-Two more savings with the same result: a right-padded batch goes in WITHOUT its ``attention_mask``
+More savings with the same result: the columns after the batch's last label position are not
+computed (nothing before them depends on them); a right-padded batch goes in WITHOUT its ``attention_mask``
 (causal attention never lets a real token see the padding after it, and padding has no labels), so
 sdpa takes its causal kernel, which skips the masked half of the score matrix instead of computing
 it against an explicit mask; and an optional ``LastLayerPruner`` runs the last decoder layer at the
@@ -45,6 +46,19 @@ def right_padding_only(mask: torch.Tensor, labels: torch.Tensor) -> bool:
     return bool((m[:, 1:] <= m[:, :-1]).all()) and bool((labels[~m] == IGNORE_INDEX).all())
 
 
+def _without_trailing_columns(fwd: dict, keep: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """Drops the columns after the batch's last label position: in a causal LM nothing at or before
+    it depends on them (typically each chat's closing ``<|im_end|>`` and newline, and padding)."""
+    cols = keep.any(0).nonzero()
+    length = keep.shape[1]
+    if not len(cols) or int(cols[-1]) + 1 >= length:
+        return fwd, keep
+    width = int(cols[-1]) + 1
+    crop = {k: v[:, :width] if torch.is_tensor(v) and v.ndim == 2 and v.shape[1] == length else v
+            for k, v in fwd.items()}
+    return crop, keep[:, :width]
+
+
 def label_only_loss(model, inputs: dict, num_items_in_batch=None, pruner=None) -> torch.Tensor | None:
     """The causal-LM loss of ``inputs`` with logits only at label positions, or None when the
     model does not honour a boolean ``logits_to_keep`` (the caller then uses the model's own loss).
@@ -54,6 +68,7 @@ def label_only_loss(model, inputs: dict, num_items_in_batch=None, pruner=None) -
     fwd = {k: v for k, v in inputs.items() if k != "labels"}
     if fwd.get("attention_mask") is not None and right_padding_only(fwd["attention_mask"], labels):
         del fwd["attention_mask"]
+    fwd, keep = _without_trailing_columns(fwd, keep)
 
     def run():
         # No KV cache in training: it is never read, and a cache disables packed-sequence masking.
