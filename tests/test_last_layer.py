@@ -11,43 +11,7 @@ from trainer.data.batching import PackCollator, PadCollator
 from trainer.engine.last_layer import LastLayerPruner, gather_label_positions
 from trainer.engine.loss import label_only_loss, right_padding_only
 
-
-def _multi_turn_batch(vocab: int, seed: int, lengths=(37, 61, 12, 58, 49)):
-    """Rows of different lengths with labels in several spans (a multi-turn chat's assistant turns)."""
-    g = torch.Generator().manual_seed(seed)
-    feats = []
-    for n in lengths:
-        ids = torch.randint(3, vocab, (n,), generator=g).tolist()
-        labels = [-100] * n
-        for start in range(3, n, 17):  # a labelled span of 6 every 17 tokens
-            for i in range(start, min(start + 6, n)):
-                labels[i] = ids[i]
-        feats.append({"input_ids": ids, "labels": labels})
-    return feats
-
-
-def _loss_and_grads(model, fn):
-    model.zero_grad(set_to_none=True)
-    loss = fn()
-    loss.backward()
-    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
-def _assert_same(ref, ours, atol=2e-5):
-    (ref_loss, ref_g), (our_loss, our_g) = ref, ours
-    assert our_loss == pytest.approx(ref_loss, abs=1e-5)
-    assert ref_g.keys() == our_g.keys()
-    worst = max((ref_g[k] - our_g[k]).abs().max().item() for k in ref_g)
-    assert worst < atol, worst
-
-
-def _llama(vocab=300):
-    from transformers import LlamaConfig, LlamaForCausalLM
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      attn_implementation="sdpa")
-    return LlamaForCausalLM(cfg).float()
+from tests.helpers.grads import assert_same, llama, loss_and_grads, multi_turn_batch
 
 
 def test_gather_label_positions_pads_with_a_position_that_is_never_kept():
@@ -63,38 +27,38 @@ def test_pruned_last_layer_gives_the_models_own_loss_and_gradients(tiny_model_di
     if family == "qwen3":
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     else:
-        model = _llama()
-    feats = _multi_turn_batch(model.config.vocab_size, seed=3)
+        model = llama()
+    feats = multi_turn_batch(model.config.vocab_size, seed=3)
     batch = PadCollator(0)(feats)
     assert right_padding_only(batch["attention_mask"], batch["labels"])
     n_items = (batch["labels"][:, 1:] != -100).sum()
-    ref = _loss_and_grads(model, lambda: model(**batch, num_items_in_batch=n_items, use_cache=False).loss)
+    ref = loss_and_grads(model, lambda: model(**batch, num_items_in_batch=n_items, use_cache=False).loss)
     pruner = LastLayerPruner.attach(model)
     assert pruner is not None
-    ours = _loss_and_grads(model, lambda: label_only_loss(model, batch, n_items, pruner))
+    ours = loss_and_grads(model, lambda: label_only_loss(model, batch, n_items, pruner))
     assert pruner.verified and pruner.enabled and pruner.pruned_calls >= 2  # the check, then the step
-    _assert_same(ref, ours)
+    assert_same(ref, ours)
     # Packed rows (position_ids) take the model's own last layer: the pruned one would let examples meet.
     calls = pruner.pruned_calls
-    packed = _loss_and_grads(model, lambda: label_only_loss(model, PackCollator()(feats), n_items, pruner))
+    packed = loss_and_grads(model, lambda: label_only_loss(model, PackCollator()(feats), n_items, pruner))
     assert pruner.pruned_calls == calls
-    _assert_same(ref, packed)
+    assert_same(ref, packed)
 
 
 def test_left_padded_batches_keep_their_mask_and_the_stock_last_layer(tiny_model_dir):
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    feats = _multi_turn_batch(model.config.vocab_size, seed=5, lengths=(20, 33, 27))
+    feats = multi_turn_batch(model.config.vocab_size, seed=5, lengths=(20, 33, 27))
     right = PadCollator(0)(feats)
     width = right["input_ids"].shape[1]
     left = {k: torch.stack([torch.roll(row, width - int(m.sum())) for row, m in zip(v, right["attention_mask"])])
             for k, v in right.items()}
     assert not right_padding_only(left["attention_mask"], left["labels"])
     pruner = LastLayerPruner.attach(model)
-    ref = _loss_and_grads(model, lambda: model(**left, use_cache=False).loss)
-    ours = _loss_and_grads(model, lambda: label_only_loss(model, left, None, pruner))
+    ref = loss_and_grads(model, lambda: model(**left, use_cache=False).loss)
+    ours = loss_and_grads(model, lambda: label_only_loss(model, left, None, pruner))
     assert pruner.pruned_calls == 0
-    _assert_same(ref, ours)
+    assert_same(ref, ours)
 
 
 def test_a_model_whose_layer_differs_is_caught_by_the_first_batch_check(tiny_model_dir, caplog):
@@ -104,12 +68,12 @@ def test_a_model_whose_layer_differs_is_caught_by_the_first_batch_check(tiny_mod
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     pruner = LastLayerPruner.attach(model)
     pruner.rope = lambda q, k, cos, sin: (q, k)  # not the model's rotary embedding
-    batch = PadCollator(0)(_multi_turn_batch(model.config.vocab_size, seed=7))
-    ref = _loss_and_grads(model, lambda: model(**batch, use_cache=False).loss)
+    batch = PadCollator(0)(multi_turn_batch(model.config.vocab_size, seed=7))
+    ref = loss_and_grads(model, lambda: model(**batch, use_cache=False).loss)
     with caplog.at_level(logging.WARNING, logger="trainer.engine.last_layer"):
-        ours = _loss_and_grads(model, lambda: label_only_loss(model, batch, None, pruner))
+        ours = loss_and_grads(model, lambda: label_only_loss(model, batch, None, pruner))
     assert not pruner.enabled and "pruning off" in caplog.text
-    _assert_same(ref, ours)
+    assert_same(ref, ours)
     calls = pruner.pruned_calls
     label_only_loss(model, batch, None, pruner)
     assert pruner.pruned_calls == calls  # off for good
@@ -119,7 +83,7 @@ def test_models_that_are_not_llama_shaped_are_left_alone():
     from transformers import GPT2Config, GPT2LMHeadModel
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100))
     assert LastLayerPruner.attach(gpt2) is None
-    eager = _llama()
+    eager = llama()
     eager.config._attn_implementation = "flash_attention_2"
     assert LastLayerPruner.attach(eager) is None
 
@@ -130,13 +94,13 @@ def test_lora_adapters_get_the_same_gradients_through_the_pruned_layer(tiny_mode
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"],
                                             init_lora_weights=False))  # non-zero B: every adapter gets a gradient
-    batch = PadCollator(0)(_multi_turn_batch(base.config.vocab_size, seed=9))
-    ref = _loss_and_grads(model, lambda: model(**batch, use_cache=False).loss)
+    batch = PadCollator(0)(multi_turn_batch(base.config.vocab_size, seed=9))
+    ref = loss_and_grads(model, lambda: model(**batch, use_cache=False).loss)
     pruner = LastLayerPruner.attach(model)
-    ours = _loss_and_grads(model, lambda: label_only_loss(model, batch, None, pruner))
+    ours = loss_and_grads(model, lambda: label_only_loss(model, batch, None, pruner))
     assert pruner.enabled and pruner.pruned_calls >= 2
     assert ref[1] and all("lora_" in k for k in ref[1])
-    _assert_same(ref, ours)
+    assert_same(ref, ours)
 
 
 def test_columns_after_the_last_label_are_not_computed():

@@ -99,6 +99,11 @@ class TrainingConfig:
     multiplies: about 11% of a 4-layer model's layer compute with assistant-only loss). Llama-shaped
     models with sdpa/eager attention; checked against the model's own logits on the first batch and
     switched off by itself if they differ. false: always the model's own last layer."""
+    logits_budget_mb: int = f(256, min=0)
+    """Largest fp32 logits tensor (label tokens x vocabulary) a step builds whole; above it the LM
+    head and the loss run in blocks of this size (same loss and gradients; Llama-shaped models with
+    a plain head). 0: always whole. Qwen3's 151,936-entry vocabulary at 8 x 1,024 label tokens would
+    otherwise be 5 GB of logits plus as much for their gradient."""
     group_by_length: bool = f(True)
     """Length-grouped batches (little padding on skewed data)."""
     num_processes: int = f(1, min=1, max=1024)

@@ -93,7 +93,8 @@ class ContinuousTrainer(Trainer):
                   and self.compute_loss_func is None and (not return_outputs or self.args.prediction_loss_only))
         if usable:
             n_items = num_items_in_batch if self.model_accepts_loss_kwargs else None
-            loss = label_only_loss(model, inputs, n_items, self._pruner)
+            loss = label_only_loss(model, inputs, n_items, self._pruner,
+                                       self._job.cfg.training.logits_budget_mb * 2**20)
             if loss is not None:
                 if self.args.average_tokens_across_devices and n_items is not None:
                     loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss does (DDP mean)

@@ -36,7 +36,7 @@ SUPPORTED_TYPES = ("llama", "qwen2", "qwen3", "mistral")
 SUPPORTED_ATTENTION = ("sdpa", "eager")
 
 
-def _base_model(model):
+def unwrap_lm(model):
     """The ``*ForCausalLM`` under DDP and PEFT wrappers."""
     m = getattr(model, "module", model)  # DDP
     if hasattr(m, "get_base_model"):  # PEFT
@@ -97,7 +97,7 @@ class LastLayerPruner:
 
     @classmethod
     def attach(cls, model) -> "LastLayerPruner | None":
-        lm = _base_model(model)
+        lm = unwrap_lm(model)
         reason = _unsupported_reason(lm)
         if reason:
             log.info("last-layer pruning off: %s", reason)
@@ -105,7 +105,7 @@ class LastLayerPruner:
         return cls(lm)
 
     def usable(self, model) -> bool:
-        lm = _base_model(model)
+        lm = unwrap_lm(model)
         name = "is_activation_checkpointing" if hasattr(type(lm), "is_activation_checkpointing") else "is_gradient_checkpointing"
         return self.enabled and not getattr(lm, name, False)
 

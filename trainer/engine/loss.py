@@ -15,14 +15,20 @@ the biggest activation of the step (e.g. 8 x 512 x 151k fp32 logits = 2.5 GB).
 More savings with the same result: the columns after the batch's last label position are not
 computed (nothing before them depends on them); a right-padded batch goes in WITHOUT its ``attention_mask``
 (causal attention never lets a real token see the padding after it, and padding has no labels), so
-sdpa takes its causal kernel, which skips the masked half of the score matrix instead of computing
-it against an explicit mask; and an optional ``LastLayerPruner`` runs the last decoder layer at the
-label positions only (see ``trainer.engine.last_layer``).
+sdpa takes its causal path: no mask to build, expand and apply in every layer (on this CPU's flash
+kernel that is worth 5% of a tiny-model step; CUDA kernels also skip the masked half); and an optional ``LastLayerPruner`` runs the last decoder layer at the
+label positions only (see ``trainer.engine.last_layer``). On a large vocabulary the head and the loss
+run in blocks that never hold the whole logits tensor (``trainer.engine.chunked_ce``).
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
+
+from trainer.engine.chunked_ce import head_as_identity, linear_cross_entropy_sum, use_chunked_head
+from trainer.engine.last_layer import unwrap_lm
 
 IGNORE_INDEX = -100
 
@@ -59,34 +65,60 @@ def _without_trailing_columns(fwd: dict, keep: torch.Tensor) -> tuple[dict, torc
     return crop, keep[:, :width]
 
 
-def label_only_loss(model, inputs: dict, num_items_in_batch=None, pruner=None) -> torch.Tensor | None:
+def chunk_rows_for(lm, label_tokens: int, logits_budget_bytes: int | None) -> int | None:
+    """Rows per LM-head block when the full fp32 logits of ``label_tokens`` rows would exceed
+    ``logits_budget_bytes`` and the model's head can be chunked; None: one full logits tensor."""
+    if not logits_budget_bytes or not use_chunked_head(lm):
+        return None
+    row_bytes = 4 * lm.lm_head.weight.shape[0]
+    if label_tokens * row_bytes <= logits_budget_bytes:
+        return None
+    return max(1, logits_budget_bytes // row_bytes)
+
+
+def label_only_loss(model, inputs: dict, num_items_in_batch=None, pruner=None,
+                    logits_budget_bytes: int | None = None) -> torch.Tensor | None:
     """The causal-LM loss of ``inputs`` with logits only at label positions, or None when the
     model does not honour a boolean ``logits_to_keep`` (the caller then uses the model's own loss).
-    ``pruner``: a ``trainer.engine.last_layer.LastLayerPruner`` attached to ``model``, or None."""
+    ``pruner``: a ``trainer.engine.last_layer.LastLayerPruner`` attached to ``model``, or None.
+    ``logits_budget_bytes``: above this size the logits are never built whole; the head and the loss
+    run in blocks (``trainer.engine.chunked_ce``)."""
     labels = inputs["labels"]
     keep, targets = label_positions(labels)
     fwd = {k: v for k, v in inputs.items() if k != "labels"}
     if fwd.get("attention_mask") is not None and right_padding_only(fwd["attention_mask"], labels):
         del fwd["attention_mask"]
     fwd, keep = _without_trailing_columns(fwd, keep)
+    lm = unwrap_lm(model)
+    chunk = chunk_rows_for(lm, targets.numel(), logits_budget_bytes)
 
-    def run():
+    def run(rows=None):
+        """The model's output at label positions (of ``rows`` only, when given)."""
+        args, k = fwd, keep
+        if rows is not None:
+            args = {n: v[rows] if torch.is_tensor(v) and v.ndim and v.shape[0] == keep.shape[0] else v
+                    for n, v in fwd.items()}
+            k = keep[rows]
         # No KV cache in training: it is never read, and a cache disables packed-sequence masking.
-        out = model(**fwd, logits_to_keep=keep, use_cache=False)
+        with head_as_identity(lm) if chunk else contextlib.nullcontext():
+            out = model(**args, logits_to_keep=k, use_cache=False)
         return out["logits"] if isinstance(out, dict) else out[0]
 
     prune = (pruner is not None and "attention_mask" not in fwd and "position_ids" not in fwd
              and pruner.usable(model) and bool(keep.any()))
     if prune and not pruner.verified:
-        prune = pruner.verify(run, keep)
-    if prune:
-        with pruner.at(keep):
-            logits = run()
-    else:
-        logits = run()
-    if logits.ndim != 2 or logits.shape[0] != targets.shape[0]:
+        # The check runs on the two rows with the most labels (cheap, and rows of different label
+        # counts exercise the padded query slots).
+        rows = keep.sum(1).argsort(descending=True)[:2]
+        prune = pruner.verify(lambda: run(rows), keep[rows])
+    with pruner.at(keep) if prune else contextlib.nullcontext():
+        out = run()  # logits at label positions, or (chunked) the hidden states there
+    if out.ndim != 2 or out.shape[0] != targets.shape[0]:
         return None
-    loss = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    if chunk:
+        loss = linear_cross_entropy_sum(out, lm.lm_head.weight, targets, chunk)
+    else:
+        loss = F.cross_entropy(out.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
     if num_items_in_batch is None:
         return loss / targets.numel() if targets.numel() else loss
     if torch.is_tensor(num_items_in_batch):
