@@ -104,6 +104,10 @@ class TrainingConfig:
     head and the loss run in blocks of this size (same loss and gradients; Llama-shaped models with
     a plain head). 0: always whole. Qwen3's 151,936-entry vocabulary at 8 x 1,024 label tokens would
     otherwise be 5 GB of logits plus as much for their gradient."""
+    retain_freed_memory: bool = f(True)
+    """Keep freed memory in the training process (glibc malloc: blocks up to 32 MB from the heap,
+    heap never trimmed) so each step does not page-fault its activations in again; the peak is
+    unchanged. false: glibc's defaults."""
     group_by_length: bool = f(True)
     """Length-grouped batches (little padding on skewed data)."""
     num_processes: int = f(1, min=1, max=1024)

@@ -18,6 +18,7 @@ from pathlib import Path
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from foundation.atomic_io import read_json
+from foundation.allocator import retain_freed_memory
 from foundation.device import load_dtype, resolve_device, resolve_precision
 from trainer.config.loader import validate_dict
 from trainer.config.schema import Config
@@ -146,6 +147,7 @@ class TrainerEngine:
 
         device = resolve_device(cfg.training.device, key="training.device")
         precision = resolve_precision(cfg.training.precision, device, training=True)
+        retained = retain_freed_memory() if cfg.training.retain_freed_memory else False
         model_path = job.model_path or cfg.model.model_path
         tokenizer = self._load_tokenizer(model_path)
         train_ds = build_train_dataset(job.dataset, tokenizer, cfg)
@@ -201,7 +203,8 @@ class TrainerEngine:
             metrics={"train_seconds": round(train_seconds, 3), "train_cpu_seconds": round(train_cpu_seconds, 3),
                      "pad_share": round(1 - st.tokens / st.padded_tokens, 4) if st.padded_tokens else None,
                      "precision": precision, "device": device, "examples": len(train_ds),
-                     "file_total_steps": st.file_total_steps, "packed": packed, **peaks()},
+                     "file_total_steps": st.file_total_steps, "packed": packed,
+                     "retained_freed_memory": retained, **peaks()},
         )
         if rank == 0:
             cb.write(trainer.state, "completed" if st.stopped_reason is None else
