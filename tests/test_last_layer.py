@@ -113,3 +113,18 @@ def test_columns_after_the_last_label_are_not_computed():
     assert crop["other"] == 7 and k.shape == (2, 4) and int(k.sum()) == 2
     keep[1, 5] = True  # a label at the last column: nothing to drop
     assert _without_trailing_columns(fwd, keep)[0] is fwd
+
+
+def test_pruning_stays_on_under_bf16_autocast(tiny_model_dir):
+    """Mixed precision (bf16 autocast over fp32 weights, the CPU training mode on bf16 hardware):
+    the pruned layer runs under autocast (its attention gets matching dtypes) and the loss agrees
+    with the model's own within bf16 rounding."""
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    pruner = LastLayerPruner.attach(model)
+    batch = PadCollator(0)(multi_turn_batch(model.config.vocab_size, seed=17))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = model(**batch, use_cache=False).loss.item()
+        ours = label_only_loss(model, batch, None, pruner).item()
+    assert pruner.verified and pruner.enabled and pruner.pruned_calls >= 2
+    assert ours == pytest.approx(ref, rel=2e-2)
