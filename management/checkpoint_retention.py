@@ -35,9 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from foundation.atomic_io import read_json
+from foundation.atomic_io import atomic_write_json, read_json
 from foundation.fs_tree import DELETING_PREFIX, remove_tree
 from foundation.paths import PRIORITIES, Paths
+
+FINAL_DELETED = ".final-deleted.json"  # left in a job folder whose final/ export retention deleted
 
 STEP_RE = re.compile(r"^step-(\d+)$")
 CHECKPOINT_INFO = "checkpoint_info.json"
@@ -156,7 +158,8 @@ def unfinished_jobs(paths: Paths) -> set[str]:
                 jobs.add(str(rec["job_id"]))
     if paths.checkpoints.is_dir():
         for job_dir in paths.checkpoints.iterdir():
-            if job_dir.is_dir() and not job_dir.name.startswith(".") and not (job_dir / "final").is_dir():
+            if (job_dir.is_dir() and not job_dir.name.startswith(".") and not (job_dir / "final").is_dir()
+                    and not (job_dir / FINAL_DELETED).exists()):
                 jobs.add(job_dir.name)
     return jobs
 
@@ -294,6 +297,10 @@ def apply(paths: Paths, p: Plan, db: Any = None) -> list[dict]:
         if item.rel in still:
             continue
         folder = paths.base / item.rel
+        if item.kind == "final":
+            # The job stays finished without its export (else it would look like one to resume,
+            # and its last checkpoint would be kept for good). Written before the delete starts.
+            atomic_write_json(folder.parent / FINAL_DELETED, {"deleted": item.rel, "global_step": item.global_step})
         try:
             remove_tree(folder)  # never a half-deleted folder under a checkpoint's name
         except FileNotFoundError:

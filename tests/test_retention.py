@@ -161,6 +161,8 @@ policies = st.builds(Policy, keep_latest=st.integers(0, 3), keep_best=st.integer
 @given(history=events, policy=policies)
 @example(history=[("new_job",), ("partial",), ("save", 1, 1, False)],  # a save redone over a partial one
          policy=Policy(keep_latest=0, keep_best=0, keep_every_steps=0, budget_bytes=0))
+@example(history=[("save", 1, 1, False), ("finish", 1), ("save", 1, 1, False), ("finish", 1), ("save", 1, 1, False)],
+         policy=Policy(keep_latest=2, keep_best=0, keep_every_steps=0, budget_bytes=0))  # a finished job whose final/ went
 def test_nothing_protected_is_ever_deleted_and_the_budget_holds(history, policy):
     with tempfile.TemporaryDirectory() as tmp:
         w = World(Path(tmp))
