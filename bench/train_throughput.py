@@ -24,16 +24,23 @@ less on small files than on large ones (try ``--examples``). Prints per side the
 and the held-out loss (fp32, 64 held-out examples; so "at equal loss" can be checked), then the
 ratios engine/hf_default and engine/hf_grouped (of the medians). It also prints tokens per CPU-second
 of the training process (``time.process_time`` around ``train()``, every side alike): on a shared
-machine wall time mostly measures the neighbours, CPU time much less so.
+machine wall time mostly measures the neighbours, CPU time much less so. Each side's minor page faults
+(``getrusage``) are printed too: ``--retain-freed-memory off`` shows the engine with glibc's malloc
+defaults (the setting is process-wide, so with ``on`` the baselines that run after the engine keep
+their freed memory too). ``--profile N`` prints the top N operators (torch.profiler, self CPU time)
+of the engine's first repeat: where a step's time goes.
 
     .venv/bin/python bench/train_throughput.py [--steps 20] [--batch 8] [--max-length 256] [--repeats 3]
+                                               [--retain-freed-memory on|off] [--profile 25]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import random
+import resource
 import statistics
 import sys
 import tempfile
@@ -102,7 +109,7 @@ def run_engine(model_dir: Path, data_path: Path, out_dir: Path, a: argparse.Name
         "training": {"max_steps": a.steps, "per_device_batch_size": a.batch, "learning_rate": a.lr,
                      "warmup_steps": 5, "lr_scheduler": "constant_with_warmup", "save_steps": a.steps,
                      "eval_steps": 0, "logging_steps": 5, "seed": a.seed, "device": a.device,
-                     "precision": a.precision},
+                     "precision": a.precision, "retain_freed_memory": a.retain_freed_memory == "on"},
         "data": {"max_length": a.max_length}}))
     job = TrainJob(dataset=str(data_path), output_dir=str(out_dir), model_path=str(model_dir), config=cfg,
                    eval_dir=str(out_dir / "no-validation"))
@@ -171,6 +178,9 @@ def main() -> int:
                     "resolves it: auto is bf16 mixed precision on a CPU with native bf16)")
     ap.add_argument("--hf-precision", default="same",
                     help="the Trainer baselines' precision: same (as the engine, default) | fp32 | bf16 | fp16")
+    ap.add_argument("--retain-freed-memory", default="on", choices=["on", "off"],
+                    help="the engine's training.retain_freed_memory")
+    ap.add_argument("--profile", type=int, default=0, help="print the engine's top N operators (first repeat)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--model", default=None, help="model folder (default: build the tiny model)")
     a = ap.parse_args()
@@ -207,17 +217,24 @@ def main() -> int:
         for rep in range(a.repeats):
             for side in SIDES:
                 out = tmp / f"{side}-{rep}"
-                if side == "engine":
-                    r = run_engine(model_dir, data, out, a)
-                else:
-                    r = run_hf(model_dir, feats, out, a, grouped=side == "hf_grouped")
+                faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                profiling = side == "engine" and rep == 0 and a.profile > 0
+                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profiling \
+                        else contextlib.nullcontext() as prof:
+                    if side == "engine":
+                        r = run_engine(model_dir, data, out, a)
+                    else:
+                        r = run_hf(model_dir, feats, out, a, grouped=side == "hf_grouped")
+                r["minor_faults"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
+                if profiling:
+                    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=a.profile), flush=True)
                 if r["steps"] != a.steps:
                     raise RuntimeError(f"{side} ran {r['steps']} steps, expected {a.steps}")
                 r["held_out_loss"] = held_out_loss(r.pop("model"), tok, held, a.max_length, a.device)
                 results[side].append(r)
                 print(f"  repeat {rep} {side:10s} tokens/s={r['tokens_per_sec']:.0f} pad_share={r['pad_share']:.3f} "
                       f"held_out_loss={r['held_out_loss']:.4f} train_s={r['train_seconds']:.2f} "
-                      f"tokens/cpu_s={r['tokens_per_cpu_sec']:.0f}", flush=True)
+                      f"tokens/cpu_s={r['tokens_per_cpu_sec']:.0f} minor_faults={r['minor_faults']}", flush=True)
                 gc.collect()
     med = {s: statistics.median(r["tokens_per_sec"] for r in results[s]) for s in SIDES}
     cpu_med = {s: statistics.median(r["tokens_per_cpu_sec"] for r in results[s]) for s in SIDES}

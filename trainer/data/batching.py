@@ -21,7 +21,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from torch.utils.data import Sampler
 
-IGNORE_INDEX = -100
+from trainer.data.tokenization import IGNORE_INDEX
 
 
 class _EpochSampler(Sampler[int]):

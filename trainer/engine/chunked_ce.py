@@ -19,13 +19,13 @@ import contextlib
 
 import torch
 
-IGNORE_INDEX = -100
-PLAIN_HEAD_TYPES = ("llama", "qwen2", "qwen3", "mistral")
+from trainer.data.tokenization import IGNORE_INDEX
+from trainer.engine.last_layer import LLAMA_SHAPED_TYPES
 
 
 def use_chunked_head(lm) -> bool:
     head = getattr(lm, "lm_head", None)
-    return (getattr(getattr(lm, "config", None), "model_type", None) in PLAIN_HEAD_TYPES
+    return (getattr(getattr(lm, "config", None), "model_type", None) in LLAMA_SHAPED_TYPES
             and type(head) is torch.nn.Linear and head.bias is None)
 
 
@@ -36,7 +36,7 @@ def head_as_identity(lm):
     own = head.__dict__.get("forward")  # an instance-level forward someone else set, if any
     head.forward = lambda x: x
     try:
-        yield head.weight
+        yield
     finally:
         if own is None:
             del head.forward  # back to the class's forward

@@ -50,6 +50,7 @@ class ContinuousTrainer(Trainer):
         self._label_only = True
         # The last decoder layer at label positions only (Llama-shaped models; see trainer.engine.last_layer).
         self._pruner = LastLayerPruner.attach(self.model) if engine_state.cfg.training.prune_last_layer else None
+        self._logits_budget = engine_state.cfg.training.logits_budget_mb * 2**20
 
     def get_train_dataloader(self):
         from torch.utils.data import DataLoader
@@ -93,8 +94,7 @@ class ContinuousTrainer(Trainer):
                   and self.compute_loss_func is None and (not return_outputs or self.args.prediction_loss_only))
         if usable:
             n_items = num_items_in_batch if self.model_accepts_loss_kwargs else None
-            loss = label_only_loss(model, inputs, n_items, self._pruner,
-                                       self._job.cfg.training.logits_budget_mb * 2**20)
+            loss = label_only_loss(model, inputs, n_items, self._pruner, self._logits_budget)
             if loss is not None:
                 if self.args.average_tokens_across_devices and n_items is not None:
                     loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss does (DDP mean)

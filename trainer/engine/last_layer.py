@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_TYPES = ("llama", "qwen2", "qwen3", "mistral")
+LLAMA_SHAPED_TYPES = ("llama", "qwen2", "qwen3", "mistral")  # also the plain-head models of chunked_ce
 SUPPORTED_ATTENTION = ("sdpa", "eager")
 
 
@@ -46,8 +46,8 @@ def unwrap_lm(model):
 
 def _unsupported_reason(lm) -> str | None:
     cfg = getattr(lm, "config", None)
-    if cfg is None or getattr(cfg, "model_type", None) not in SUPPORTED_TYPES:
-        return f"model type {getattr(cfg, 'model_type', None)!r} not in {SUPPORTED_TYPES}"
+    if cfg is None or getattr(cfg, "model_type", None) not in LLAMA_SHAPED_TYPES:
+        return f"model type {getattr(cfg, 'model_type', None)!r} not in {LLAMA_SHAPED_TYPES}"
     if getattr(cfg, "_attn_implementation", None) not in SUPPORTED_ATTENTION:
         return f"attention {getattr(cfg, '_attn_implementation', None)!r} not in {SUPPORTED_ATTENTION}"
     layers = getattr(getattr(lm, "model", None), "layers", None)

@@ -15,8 +15,8 @@ the biggest activation of the step (e.g. 8 x 512 x 151k fp32 logits = 2.5 GB).
 More savings with the same result: the columns after the batch's last label position are not
 computed (nothing before them depends on them); a right-padded batch goes in WITHOUT its ``attention_mask``
 (causal attention never lets a real token see the padding after it, and padding has no labels), so
-sdpa takes its causal path: no mask to build, expand and apply in every layer (on this CPU's flash
-kernel that is worth 5% of a tiny-model step; CUDA kernels also skip the masked half); and an optional ``LastLayerPruner`` runs the last decoder layer at the
+sdpa takes its causal path: no mask to build, expand and apply in every layer (CUDA kernels also
+skip the masked half of the scores); and an optional ``LastLayerPruner`` runs the last decoder layer at the
 label positions only (see ``trainer.engine.last_layer``). On a large vocabulary the head and the loss
 run in blocks that never hold the whole logits tensor (``trainer.engine.chunked_ce``).
 """
@@ -27,10 +27,10 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from trainer.data.tokenization import IGNORE_INDEX
 from trainer.engine.chunked_ce import head_as_identity, linear_cross_entropy_sum, use_chunked_head
 from trainer.engine.last_layer import unwrap_lm
 
-IGNORE_INDEX = -100
 
 
 def label_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
