@@ -26,8 +26,9 @@ ratios engine/hf_default and engine/hf_grouped (of the medians). It also prints 
 of the training process (``time.process_time`` around ``train()``, every side alike): on a shared
 machine wall time mostly measures the neighbours, CPU time much less so. Each side's minor page faults
 (``getrusage``) are printed too: ``--retain-freed-memory off`` shows the engine with glibc's malloc
-defaults (the setting is process-wide, so with ``on`` the baselines that run after the engine keep
-their freed memory too). ``--profile N`` prints the top N operators (torch.profiler, self CPU time)
+defaults. Every measurement (one side, one repeat) runs in a fresh Python process, as a user's
+training script would: no side inherits another's allocator settings, threads or leftovers (in one
+shared process the Trainer baselines slowed down repeat after repeat). ``--profile N`` prints the top N operators (torch.profiler, self CPU time)
 of the engine's first repeat: where a step's time goes.
 
     .venv/bin/python bench/train_throughput.py [--steps 20] [--batch 8] [--max-length 256] [--repeats 3]
@@ -37,11 +38,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
 import random
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -164,6 +165,55 @@ def spread(xs: list[float], fmt: str = ".0f") -> str:
     return f"median={statistics.median(xs):{fmt}} [{min(xs):{fmt}}-{max(xs):{fmt}}]"
 
 
+def measure(a: argparse.Namespace, side: str, rep: int, work: Path) -> dict:
+    """One side's one repeat, in this (fresh) process: trains, then scores the held-out set."""
+    import torch
+    from transformers import AutoTokenizer
+    model_dir = Path(a.model) if a.model else work / "tiny"
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    held = json.loads((work / "held_out.json").read_text())
+    out = work / f"{side}-{rep}"
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    profiling = side == "engine" and rep == 0 and a.profile > 0
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profiling \
+            else contextlib.nullcontext() as prof:
+        if side == "engine":
+            r = run_engine(model_dir, work / "skewed.jsonl", out, a)
+        else:
+            feats = json.loads((work / "feats.json").read_text())
+            r = run_hf(model_dir, feats, out, a, grouped=side == "hf_grouped")
+    r["minor_faults"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
+    if profiling:
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=a.profile), flush=True)
+    if r["steps"] != a.steps:
+        raise RuntimeError(f"{side} ran {r['steps']} steps, expected {a.steps}")
+    r["held_out_loss"] = held_out_loss(r.pop("model"), tok, held, a.max_length, a.device)
+    return r
+
+
+def prepare(a: argparse.Namespace, work: Path) -> int:
+    """The model (unless given), the training data (as a JSONL file for the engine and as tokenized
+    features for the Trainer) and the held-out set, written once for every measurement."""
+    from transformers import AutoTokenizer
+    from trainer.data.tokenization import tokenize_example
+    model_dir = Path(a.model) if a.model else None
+    if model_dir is None:
+        from tools.models.make_tiny_model import build
+        model_dir = build(work / "tiny", seed=0)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    n_examples = a.examples or a.steps * a.batch
+    records = skewed_dataset(n_examples, a.max_length, a.seed, tok)
+    write_file(work / "skewed.jsonl", records)
+    (work / "held_out.json").write_text(json.dumps(skewed_dataset(64, a.max_length, a.seed + 1, tok)))
+    feats = []
+    for r in records:
+        t = tokenize_example(tok, r, max_length=a.max_length, loss_on="assistant")
+        feats.append({"input_ids": t["input_ids"], "labels": t["labels"],
+                      "attention_mask": [1] * len(t["input_ids"])})
+    (work / "feats.json").write_text(json.dumps(feats))
+    return n_examples
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=20)
@@ -183,59 +233,36 @@ def main() -> int:
     ap.add_argument("--profile", type=int, default=0, help="print the engine's top N operators (first repeat)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--model", default=None, help="model folder (default: build the tiny model)")
+    ap.add_argument("--one", nargs=3, metavar=("SIDE", "REPEAT", "WORKDIR"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     import torch
-    from transformers import AutoTokenizer
     from foundation.device import resolve_device, resolve_precision
-    from trainer.data.tokenization import tokenize_example
     a.device = resolve_device(a.device)
     a.precision = resolve_precision(a.precision, a.device, training=True)
     a.hf_precision = a.precision if a.hf_precision == "same" else a.hf_precision
     if a.threads:
         torch.set_num_threads(a.threads)
-    n_examples = a.examples or a.steps * a.batch
+    if a.one:  # a child: one measurement, its result as a JSON file
+        side, rep, work = a.one[0], int(a.one[1]), Path(a.one[2])
+        r = measure(a, side, rep, work)
+        (work / f"result-{side}-{rep}.json").write_text(json.dumps(r))
+        return 0
     results: dict[str, list[dict]] = {s: [] for s in SIDES}
     with tempfile.TemporaryDirectory(prefix="train-bench-") as tmp:
-        tmp = Path(tmp)
-        model_dir = Path(a.model) if a.model else None
-        if model_dir is None:
-            from tools.models.make_tiny_model import build
-            model_dir = build(tmp / "tiny", seed=0)
-        tok = AutoTokenizer.from_pretrained(model_dir)
-        records = skewed_dataset(n_examples, a.max_length, a.seed, tok)
-        held = skewed_dataset(64, a.max_length, a.seed + 1, tok)
-        data = tmp / "skewed.jsonl"
-        write_file(data, records)
-        feats = []
-        for r in records:
-            t = tokenize_example(tok, r, max_length=a.max_length, loss_on="assistant")
-            feats.append({"input_ids": t["input_ids"], "labels": t["labels"],
-                          "attention_mask": [1] * len(t["input_ids"])})
+        work = Path(tmp)
+        n_examples = prepare(a, work)
         print(f"train_throughput: device={a.device} precision={a.precision} hf_precision={a.hf_precision} steps={a.steps} batch={a.batch} "
               f"max_length={a.max_length} examples={n_examples} repeats={a.repeats} "
-              f"torch_threads={torch.get_num_threads()}", flush=True)
+              f"torch_threads={torch.get_num_threads()} (each measurement in a fresh process)", flush=True)
         for rep in range(a.repeats):
             for side in SIDES:
-                out = tmp / f"{side}-{rep}"
-                faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                profiling = side == "engine" and rep == 0 and a.profile > 0
-                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profiling \
-                        else contextlib.nullcontext() as prof:
-                    if side == "engine":
-                        r = run_engine(model_dir, data, out, a)
-                    else:
-                        r = run_hf(model_dir, feats, out, a, grouped=side == "hf_grouped")
-                r["minor_faults"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
-                if profiling:
-                    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=a.profile), flush=True)
-                if r["steps"] != a.steps:
-                    raise RuntimeError(f"{side} ran {r['steps']} steps, expected {a.steps}")
-                r["held_out_loss"] = held_out_loss(r.pop("model"), tok, held, a.max_length, a.device)
+                subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", side, str(rep), str(work)],
+                               check=True)
+                r = json.loads((work / f"result-{side}-{rep}.json").read_text())
                 results[side].append(r)
                 print(f"  repeat {rep} {side:10s} tokens/s={r['tokens_per_sec']:.0f} pad_share={r['pad_share']:.3f} "
                       f"held_out_loss={r['held_out_loss']:.4f} train_s={r['train_seconds']:.2f} "
                       f"tokens/cpu_s={r['tokens_per_cpu_sec']:.0f} minor_faults={r['minor_faults']}", flush=True)
-                gc.collect()
     med = {s: statistics.median(r["tokens_per_sec"] for r in results[s]) for s in SIDES}
     cpu_med = {s: statistics.median(r["tokens_per_cpu_sec"] for r in results[s]) for s in SIDES}
     loss = {s: statistics.median(r["held_out_loss"] for r in results[s]) for s in SIDES}

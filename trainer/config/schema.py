@@ -99,6 +99,10 @@ class TrainingConfig:
     multiplies: about 11% of a 4-layer model's layer compute with assistant-only loss). Llama-shaped
     models with sdpa/eager attention; checked against the model's own logits on the first batch and
     switched off by itself if they differ. false: always the model's own last layer."""
+    fp32_cpu_attention: bool = f(True)
+    """Under bf16 mixed precision on a CPU, run attention in fp32 (the CPU flash-attention kernel's
+    bf16 backward is slower than its fp32 one at chat lengths; more precise, never less; the matrix
+    multiplies stay bf16). No effect on CUDA or in fp32. false: attention in bf16 as autocast does."""
     logits_budget_mb: int = f(256, min=0)
     """Largest fp32 logits tensor (label tokens x vocabulary) a step builds whole; above it the LM
     head and the loss run in blocks of this size (same loss and gradients; Llama-shaped models with

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer
 
+from trainer.engine.attention import fp32_cpu_attention
 from trainer.engine.callbacks import JobState
 from trainer.engine.checkpoints import export_merged_lora, seal_checkpoint
 from trainer.engine.last_layer import LastLayerPruner
@@ -51,6 +52,7 @@ class ContinuousTrainer(Trainer):
         # The last decoder layer at label positions only (Llama-shaped models; see trainer.engine.last_layer).
         self._pruner = LastLayerPruner.attach(self.model) if engine_state.cfg.training.prune_last_layer else None
         self._logits_budget = engine_state.cfg.training.logits_budget_mb * 2**20
+        self._fp32_attention = engine_state.cfg.training.fp32_cpu_attention
 
     def get_train_dataloader(self):
         from torch.utils.data import DataLoader
@@ -87,6 +89,11 @@ class ContinuousTrainer(Trainer):
         return super().training_step(model, inputs, num_items_in_batch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # The backward follows the graph this forward builds: fp32 attention there too.
+        with fp32_cpu_attention(self._fp32_attention):
+            return self._compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def _compute_loss(self, model, inputs, return_outputs, num_items_in_batch):
         # Same loss as the model's own (sum / num_items_in_batch when the model takes loss kwargs,
         # else the mean), computed from label-position logits only. Evaluation only needs the loss
         # (prediction_loss_only); anything that wants the outputs takes the stock path.

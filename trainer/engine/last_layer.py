@@ -28,7 +28,8 @@ import logging
 import sys
 
 import torch
-import torch.nn.functional as F
+
+from trainer.engine.attention import scaled_dot_product_attention
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +166,8 @@ class LastLayerPruner:
         if rep > 1:  # grouped-query attention: each KV head serves `rep` consecutive query heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         causal = torch.arange(length, device=idx.device)[None, None, :] <= idx[:, :, None]
-        out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=causal[:, None],
-                                             scale=attn.scaling)
+        out = scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=causal[:, None],
+                                           scale=attn.scaling)
         out = attn.o_proj(out.transpose(1, 2).reshape(b, q_len, -1))
         res = hidden.gather(1, take) + out
         res = res + layer.mlp(layer.post_attention_layernorm(res))
