@@ -4,10 +4,10 @@ Why: glibc serves blocks above its mmap threshold (adaptive, at most 32 MB) with
 pages and gives freed ones straight back to the kernel; the heap's top is trimmed too. A training
 step frees and re-allocates the same activation sizes every step, and length-grouped batches in a
 shuffled order make those sizes jump, so each step page-faults its activations in again and the
-kernel zeroes every page. ``bench/train_throughput.py --retain-freed-memory off`` (60 steps, tiny
-model) prints 310,165 minor faults for the engine's job (model load included) and 142,466 for the
-Trainer with ``group_by_length``; with ``on``, the jobs that run after the setting took effect fault
-3,846 and 3,847 times. What ``jemalloc``/``tcmalloc`` users get by preloading an allocator; done here with glibc's
+kernel zeroes every page. ``bench/train_throughput.py --precision fp32 --steps 60`` (tiny model,
+each job in a fresh process, model load included) prints 439,704 minor faults for the engine's job
+with ``--retain-freed-memory off`` and 105,027-108,299 with ``on``; not measurably faster on this
+2-core machine. What ``jemalloc``/``tcmalloc`` users get by preloading an allocator; done here with glibc's
 own ``mallopt`` so nothing has to be installed. The peak (high-water mark) is unchanged: memory is
 kept, not added. Process-wide and idempotent; a no-op off glibc.
 """

@@ -1,9 +1,10 @@
 """Attention in fp32 inside CPU bf16 autocast (training and its evaluation loss).
 
 Why: under CPU bf16 autocast ``scaled_dot_product_attention`` runs the CPU flash-attention kernel in
-bf16, and its backward is much slower than the fp32 kernel at chat lengths (measured here on
-torch 2.13, fwd + bwd, 8 rows x 4 heads x 64 dims: 2.9 ms against 1.4 ms at 40 tokens, 7.9 against
-4.0 at 100, 15.8 against 10.8 at 180, equal from about 220). Llama-shaped models already hand it
+bf16, and its backward is much slower than the fp32 kernel at chat lengths (``bench/cpu_attention.py``
+on this 2-core CPU, fwd + bwd, 8 rows x 4 heads x 64 dims, bf16 against cast up to fp32: 2.35x at 40
+tokens, 1.80x at 100, 1.31x at 180, 1.08x at 256; full engine steps on the same batches 1.11x).
+Llama-shaped models already hand it
 fp32 queries and keys (``q_norm``/``k_norm`` and rotary run in fp32 under autocast), so running it in
 fp32 also saves their casts; only the values are cast up. The result is more precise, never less:
 the matrix multiplies around it stay bf16. On CUDA (fast bf16 kernels) and without autocast nothing
@@ -29,12 +30,17 @@ def upcast_wanted(t: torch.Tensor) -> bool:
             and torch.get_autocast_dtype("cpu") == torch.bfloat16)
 
 
+def _attend(attend, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    """``attend(q, k, v)``, with fp32 inputs and autocast off when ``upcast_wanted``."""
+    if not upcast_wanted(q):
+        return attend(q, k, v)
+    with torch.autocast("cpu", enabled=False):
+        return attend(q.float(), k.float(), v.float())
+
+
 def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw) -> torch.Tensor:
     """``F.scaled_dot_product_attention``, in fp32 when ``upcast_wanted``."""
-    if upcast_wanted(q):
-        with torch.autocast("cpu", enabled=False):
-            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kw)
-    return F.scaled_dot_product_attention(q, k, v, **kw)
+    return _attend(lambda *qkv: F.scaled_dot_product_attention(*qkv, **kw), q, k, v)
 
 
 _stock_sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
@@ -42,10 +48,7 @@ _stock_sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
 
 def sdpa_fp32_on_cpu(module, query, key, value, attention_mask, **kw):
     """transformers' sdpa attention function, run in fp32 when ``upcast_wanted``."""
-    if upcast_wanted(query):
-        with torch.autocast("cpu", enabled=False):
-            return _stock_sdpa(module, query.float(), key.float(), value.float(), attention_mask, **kw)
-    return _stock_sdpa(module, query, key, value, attention_mask, **kw)
+    return _attend(lambda *qkv: _stock_sdpa(module, *qkv, attention_mask, **kw), query, key, value)
 
 
 @contextlib.contextmanager

@@ -52,7 +52,9 @@ class ContinuousTrainer(Trainer):
         # The last decoder layer at label positions only (Llama-shaped models; see trainer.engine.last_layer).
         self._pruner = LastLayerPruner.attach(self.model) if engine_state.cfg.training.prune_last_layer else None
         self._logits_budget = engine_state.cfg.training.logits_budget_mb * 2**20
-        self._fp32_attention = engine_state.cfg.training.fp32_cpu_attention
+        # fp32 attention only where it applies: bf16 autocast on a CPU (see trainer.engine.attention).
+        self._fp32_attention = (engine_state.cfg.training.fp32_cpu_attention and self.args.bf16
+                                and self.args.device.type == "cpu")
 
     def get_train_dataloader(self):
         from torch.utils.data import DataLoader
