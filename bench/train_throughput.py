@@ -33,6 +33,8 @@ of the engine's first repeat: where a step's time goes.
 
     .venv/bin/python bench/train_throughput.py [--steps 20] [--batch 8] [--max-length 256] [--repeats 3]
                                                [--retain-freed-memory on|off] [--profile 25]
+                                               [--cpu-attention auto|math_bf16|flash_fp32|flash_bf16]
+                                               [--shape-buckets auto|on|off]
 """
 from __future__ import annotations
 
@@ -110,7 +112,8 @@ def run_engine(model_dir: Path, data_path: Path, out_dir: Path, a: argparse.Name
         "training": {"max_steps": a.steps, "per_device_batch_size": a.batch, "learning_rate": a.lr,
                      "warmup_steps": 5, "lr_scheduler": "constant_with_warmup", "save_steps": a.steps,
                      "eval_steps": 0, "logging_steps": 5, "seed": a.seed, "device": a.device,
-                     "precision": a.precision, "retain_freed_memory": a.retain_freed_memory == "on"},
+                     "precision": a.precision, "retain_freed_memory": a.retain_freed_memory == "on",
+                     "cpu_attention": a.cpu_attention, "shape_buckets": a.shape_buckets},
         "data": {"max_length": a.max_length}}))
     job = TrainJob(dataset=str(data_path), output_dir=str(out_dir), model_path=str(model_dir), config=cfg,
                    eval_dir=str(out_dir / "no-validation"))
@@ -230,6 +233,10 @@ def main() -> int:
                     help="the Trainer baselines' precision: same (as the engine, default) | fp32 | bf16 | fp16")
     ap.add_argument("--retain-freed-memory", default="on", choices=["on", "off"],
                     help="the engine's training.retain_freed_memory")
+    ap.add_argument("--cpu-attention", default="auto", choices=["auto", "math_bf16", "flash_fp32", "flash_bf16"],
+                    help="the engine's training.cpu_attention (bf16 on a CPU)")
+    ap.add_argument("--shape-buckets", default="auto", choices=["auto", "on", "off"],
+                    help="the engine's training.shape_buckets")
     ap.add_argument("--profile", type=int, default=0, help="print the engine's top N operators (first repeat)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--model", default=None, help="model folder (default: build the tiny model)")

@@ -102,11 +102,21 @@ _TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a numb
                list: "a list", dict: "an object"}
 
 
+# Keys an earlier release had, with what replaced them: an old config gets told what to write instead.
+RENAMED = {
+    "training.fp32_cpu_attention": "training.cpu_attention ('flash_fp32' for true, 'flash_bf16' for "
+                                   "false, or leave it out for 'auto')",
+}
+
+
 def _build(cls: type, data: Mapping[str, Any], prefix: str, problems: list[str]) -> Any:
     kwargs: dict[str, Any] = {}
     fields = {fl.name: fl for fl in dataclasses.fields(cls)}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
+        if key not in fields and dotted in RENAMED:
+            problems.append(f"key '{dotted}' was replaced by {RENAMED[dotted]}")
+            continue
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else \

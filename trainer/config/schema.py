@@ -99,10 +99,19 @@ class TrainingConfig:
     multiplies: about 11% of a 4-layer model's layer compute with assistant-only loss). Llama-shaped
     models with sdpa/eager attention; checked against the model's own logits on the first batch and
     switched off by itself if they differ. false: always the model's own last layer."""
-    fp32_cpu_attention: bool = f(True)
-    """Under bf16 mixed precision on a CPU, run attention in fp32 (the CPU flash-attention kernel's
-    bf16 backward is slower than its fp32 one at chat lengths; more precise, never less; the matrix
-    multiplies stay bf16). No effect on CUDA or in fp32. false: attention in bf16 as autocast does."""
+    cpu_attention: str = f("auto", choices=["auto", "math_bf16", "flash_fp32", "flash_bf16"])
+    """How attention runs under bf16 mixed precision on a CPU (no effect on CUDA or in fp32); all
+    three keep bf16 mixed precision. math_bf16: bf16 matrix multiplies with the softmax in fp32
+    (transformers' eager arithmetic; fastest at chat lengths, it holds the queries x keys scores).
+    flash_fp32: the flash kernel on inputs cast up to fp32 (its bf16 backward is slow on CPUs).
+    flash_bf16: the flash kernel in bf16, as autocast does by itself. auto: math_bf16 while one
+    layer's scores fit in 32 MiB (8 rows x 4 heads up to about 720 tokens), flash_bf16 beyond
+    (bench/cpu_attention.py)."""
+    shape_buckets: str = f("auto", choices=["auto", "on", "off"])
+    """Round each step's shapes up to a few buckets (batch length to 16 tokens, logit rows to 64,
+    pruned-layer queries to 8; same loss and gradients). On a CPU, bf16 matrix multiplies build a
+    kernel for every new shape, and length-grouped batches make every step's shapes new
+    (bench/shape_buckets.py). auto: on for bf16 on a CPU, off elsewhere."""
     logits_budget_mb: int = f(256, min=0)
     """Largest fp32 logits tensor (label tokens x vocabulary) a step builds whole; above it the LM
     head and the loss run in blocks of this size (same loss and gradients; Llama-shaped models with

@@ -125,6 +125,7 @@ class TrainerEngine:
     # -- run
     def run_job(self, job: TrainJob, control: JobControl | None = None, *, standalone: bool = False) -> JobResult:
         from trainer.data.batching import LengthGroupedBatchSampler, PackCollator, PadCollator, packing_supported
+        from trainer.engine.shapes import LENGTH_MULTIPLE, wanted
 
         control = control or JobControl()
         t_start = time.time()
@@ -164,7 +165,9 @@ class TrainerEngine:
                                             longest_first=tr.group_by_length)
         # Varlen attention: one packed row per batch (same examples per step, zero padding).
         packed = packing_supported(getattr(model.config, "_attn_implementation", None))
-        collator = PackCollator() if packed else PadCollator(tokenizer.pad_token_id)
+        # Shape buckets (CPU bf16): batch lengths on a grid of LENGTH_MULTIPLE (trainer.engine.shapes).
+        pad_to = LENGTH_MULTIPLE if wanted(tr.shape_buckets, device, precision == "bf16") else None
+        collator = PackCollator() if packed else PadCollator(tokenizer.pad_token_id, pad_to_multiple_of=pad_to)
         status = StatusWriter(job.status_file or None, standalone=standalone)
         cb = EngineCallback(st, control, status, is_main=(rank == 0))
         trainer = ContinuousTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,

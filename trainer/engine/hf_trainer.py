@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from transformers import Trainer
 
-from trainer.engine.attention import fp32_cpu_attention
+from trainer.engine import shapes
+from trainer.engine.attention import cpu_bf16_attention
 from trainer.engine.callbacks import JobState
 from trainer.engine.checkpoints import export_merged_lora, seal_checkpoint
 from trainer.engine.last_layer import LastLayerPruner
@@ -52,9 +53,11 @@ class ContinuousTrainer(Trainer):
         # The last decoder layer at label positions only (Llama-shaped models; see trainer.engine.last_layer).
         self._pruner = LastLayerPruner.attach(self.model) if engine_state.cfg.training.prune_last_layer else None
         self._logits_budget = engine_state.cfg.training.logits_budget_mb * 2**20
-        # fp32 attention only where it applies: bf16 autocast on a CPU (see trainer.engine.attention).
-        self._fp32_attention = (engine_state.cfg.training.fp32_cpu_attention and self.args.bf16
-                                and self.args.device.type == "cpu")
+        self._buckets = shapes.wanted(engine_state.cfg.training.shape_buckets, self.args.device.type,
+                                      bool(self.args.bf16))
+        # The attention kernel under bf16 autocast on a CPU (see trainer.engine.attention).
+        self._cpu_attention = (engine_state.cfg.training.cpu_attention
+                               if self.args.bf16 and self.args.device.type == "cpu" else None)
 
     def get_train_dataloader(self):
         from torch.utils.data import DataLoader
@@ -91,8 +94,10 @@ class ContinuousTrainer(Trainer):
         return super().training_step(model, inputs, num_items_in_batch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        # The backward follows the graph this forward builds: fp32 attention there too.
-        with fp32_cpu_attention(self._fp32_attention):
+        # The backward follows the graph this forward builds: the same attention way there too.
+        if self._cpu_attention is None:
+            return self._compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        with cpu_bf16_attention(self._cpu_attention):
             return self._compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def _compute_loss(self, model, inputs, return_outputs, num_items_in_batch):
@@ -103,7 +108,7 @@ class ContinuousTrainer(Trainer):
                   and self.compute_loss_func is None and (not return_outputs or self.args.prediction_loss_only))
         if usable:
             n_items = num_items_in_batch if self.model_accepts_loss_kwargs else None
-            loss = label_only_loss(model, inputs, n_items, self._pruner, self._logits_budget)
+            loss = label_only_loss(model, inputs, n_items, self._pruner, self._logits_budget, self._buckets)
             if loss is not None:
                 if self.args.average_tokens_across_devices and n_items is not None:
                     loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss does (DDP mean)

@@ -30,6 +30,7 @@ import sys
 import torch
 
 from trainer.engine.attention import scaled_dot_product_attention
+from trainer.engine.shapes import round_up
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +71,14 @@ def _unsupported_reason(lm) -> str | None:
     return None
 
 
-def gather_label_positions(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_label_positions(keep: torch.Tensor, multiple: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(idx, valid)``: per row the positions where ``keep`` is True in ascending order, as a
-    ``(batch, max_kept)`` index; slots past a row's count hold the last position (never kept:
-    nothing follows it), and ``valid`` marks the real slots."""
+    ``(batch, max_kept)`` index (``max_kept`` rounded up to ``multiple``, at most the length); slots
+    past a row's count hold the last position (if kept, its slots compute the same value), and
+    ``valid`` marks the real slots."""
     b, length = keep.shape
     counts = keep.sum(1)
-    width = max(int(counts.max()), 1)
+    width = min(round_up(max(int(counts.max()), 1), multiple), length)
     order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :width]
     valid = torch.arange(width, device=keep.device)[None, :] < counts[:, None]
     return torch.where(valid, order, torch.full_like(order, length - 1)), valid
@@ -111,9 +113,10 @@ class LastLayerPruner:
         return self.enabled and not getattr(lm, name, False)
 
     @contextlib.contextmanager
-    def at(self, keep: torch.Tensor):
-        """Inside: the last layer computes only positions where ``keep`` (batch, length) is True."""
-        self._idx = gather_label_positions(keep)[0]
+    def at(self, keep: torch.Tensor, multiple: int | None = None):
+        """Inside: the last layer computes only positions where ``keep`` (batch, length) is True
+        (queries per row rounded up to ``multiple``)."""
+        self._idx = gather_label_positions(keep, multiple)[0]
         try:
             yield
         finally:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from trainer.data.tokenization import IGNORE_INDEX
 from trainer.engine.chunked_ce import head_as_identity, linear_cross_entropy_sum, use_chunked_head
 from trainer.engine.last_layer import unwrap_lm
+from trainer.engine.shapes import LENGTH_MULTIPLE, QUERY_MULTIPLE, fill_rows, round_up
 
 
 
@@ -52,14 +53,15 @@ def right_padding_only(mask: torch.Tensor, labels: torch.Tensor) -> bool:
     return bool((m[:, 1:] <= m[:, :-1]).all()) and bool((labels[~m] == IGNORE_INDEX).all())
 
 
-def _without_trailing_columns(fwd: dict, keep: torch.Tensor) -> tuple[dict, torch.Tensor]:
-    """Drops the columns after the batch's last label position: in a causal LM nothing at or before
-    it depends on them (typically each chat's closing ``<|im_end|>`` and newline, and padding)."""
+def _without_trailing_columns(fwd: dict, keep: torch.Tensor, multiple: int | None = None) -> tuple[dict, torch.Tensor]:
+    """Drops the columns after the batch's last label position (the kept width rounded up to
+    ``multiple``): in a causal LM nothing at or before it depends on them (typically each chat's
+    closing ``<|im_end|>`` and newline, and padding)."""
     cols = keep.any(0).nonzero()
     length = keep.shape[1]
-    if not len(cols) or int(cols[-1]) + 1 >= length:
+    if not len(cols) or round_up(int(cols[-1]) + 1, multiple) >= length:
         return fwd, keep
-    width = int(cols[-1]) + 1
+    width = round_up(int(cols[-1]) + 1, multiple)
     crop = {k: v[:, :width] if torch.is_tensor(v) and v.ndim == 2 and v.shape[1] == length else v
             for k, v in fwd.items()}
     return crop, keep[:, :width]
@@ -77,18 +79,27 @@ def chunk_rows_for(lm, label_tokens: int, logits_budget_bytes: int | None) -> in
 
 
 def label_only_loss(model, inputs: dict, num_items_in_batch=None, pruner=None,
-                    logits_budget_bytes: int | None = None) -> torch.Tensor | None:
+                    logits_budget_bytes: int | None = None, buckets: bool = False) -> torch.Tensor | None:
     """The causal-LM loss of ``inputs`` with logits only at label positions, or None when the
     model does not honour a boolean ``logits_to_keep`` (the caller then uses the model's own loss).
     ``pruner``: a ``trainer.engine.last_layer.LastLayerPruner`` attached to ``model``, or None.
     ``logits_budget_bytes``: above this size the logits are never built whole; the head and the loss
-    run in blocks (``trainer.engine.chunked_ce``)."""
+    run in blocks (``trainer.engine.chunked_ce``). ``buckets``: round the shapes the step computes
+    (``trainer.engine.shapes``); same loss."""
     labels = inputs["labels"]
     keep, targets = label_positions(labels)
+    n_targets = targets.numel()
     fwd = {k: v for k, v in inputs.items() if k != "labels"}
     if fwd.get("attention_mask") is not None and right_padding_only(fwd["attention_mask"], labels):
         del fwd["attention_mask"]
-    fwd, keep = _without_trailing_columns(fwd, keep)
+    fwd, keep = _without_trailing_columns(fwd, keep, LENGTH_MULTIPLE if buckets else None)
+    if buckets and n_targets:
+        # Target-less fillers round the head's rows up; their targets are IGNORE_INDEX (no loss, no gradient).
+        keep = fill_rows(keep)
+        following = torch.full_like(labels[:, :keep.shape[1]], IGNORE_INDEX)
+        width = min(keep.shape[1], labels.shape[1] - 1)
+        following[:, :width] = labels[:, 1:width + 1]
+        targets = following[keep]
     lm = unwrap_lm(model)
     chunk = chunk_rows_for(lm, targets.numel(), logits_budget_bytes)
 
@@ -111,7 +122,7 @@ def label_only_loss(model, inputs: dict, num_items_in_batch=None, pruner=None,
         # counts exercise the padded query slots).
         rows = keep.sum(1).argsort(descending=True)[:2]
         prune = pruner.verify(lambda: run(rows), keep[rows])
-    with pruner.at(keep) if prune else contextlib.nullcontext():
+    with pruner.at(keep, QUERY_MULTIPLE if buckets else None) if prune else contextlib.nullcontext():
         out = run()  # logits at label positions, or (chunked) the hidden states there
     if out.ndim != 2 or out.shape[0] != targets.shape[0]:
         return None
@@ -120,7 +131,7 @@ def label_only_loss(model, inputs: dict, num_items_in_batch=None, pruner=None,
     else:
         loss = F.cross_entropy(out.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
     if num_items_in_batch is None:
-        return loss / targets.numel() if targets.numel() else loss
+        return loss / n_targets if n_targets else loss
     if torch.is_tensor(num_items_in_batch):
         num_items_in_batch = num_items_in_batch.to(loss.device)
     return loss / num_items_in_batch
