@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import skewed_dataset, spread  # noqa: E402  (also puts the repo on sys.path)
 
 
-WAYS = ("flash_bf16", "flash_fp32", "math_bf16")
+WAYS = ("flash_bf16", "flash_fp32", "math_bf16")  # the fixed ways of training.cpu_attention ("auto" picks one)
 
 
 def _inputs(length: int, seed: int = 0):
@@ -75,7 +75,22 @@ def kernel_error(length: int, way: str) -> float:
     return float((_attend(way, q, k, v).double().transpose(1, 2) - ref).abs().mean())
 
 
-def batches(model_dir: Path, n_batches: int, size: int, seed: int) -> list[dict]:
+def engine_step(model, pruner, opt, batch: dict, way: str = "auto", buckets: bool = False):
+    """One training step as the engine runs it on a CPU in bf16: the label-only loss (pruned last
+    layer, ``way`` attention, shape ``buckets``) + backward + clip + fused AdamW. Returns the loss."""
+    import torch
+    from trainer.engine.attention import cpu_bf16_attention
+    from trainer.engine.loss import label_only_loss
+    with cpu_bf16_attention(way), torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = label_only_loss(model, batch, None, pruner, buckets=buckets)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def batches(model_dir: Path, n_batches: int, size: int, seed: int, pad_to_multiple_of: int | None = None) -> list[dict]:
     from transformers import AutoTokenizer
     from trainer.data.batching import PadCollator
     from trainer.data.tokenization import tokenize_example
@@ -83,7 +98,8 @@ def batches(model_dir: Path, n_batches: int, size: int, seed: int) -> list[dict]
     feats = [tokenize_example(tok, r, max_length=256, loss_on="assistant")
              for r in skewed_dataset(n_batches * size, 256, seed, tok)]
     feats.sort(key=lambda f: len(f["input_ids"]))
-    out = [PadCollator(tok.pad_token_id)(feats[i:i + size]) for i in range(0, len(feats), size)]
+    collate = PadCollator(tok.pad_token_id, pad_to_multiple_of=pad_to_multiple_of)
+    out = [collate(feats[i:i + size]) for i in range(0, len(feats), size)]
     random.Random(seed).shuffle(out)
     return out
 
@@ -98,9 +114,7 @@ def main() -> int:
     import torch
     from transformers import AutoModelForCausalLM
     from tools.models.make_tiny_model import build
-    from trainer.engine.attention import cpu_bf16_attention
     from trainer.engine.last_layer import LastLayerPruner
-    from trainer.engine.loss import label_only_loss
     torch.set_num_threads(a.threads)
     for length in (int(x) for x in a.lengths.split(",")):
         ms = {way: kernel_ms(length, way) for way in WAYS}
@@ -120,13 +134,7 @@ def main() -> int:
             model, pruner, opt = sides[way]
             t, losses = time.perf_counter(), []
             for b in some:
-                with cpu_bf16_attention(way), torch.autocast("cpu", dtype=torch.bfloat16):
-                    loss = label_only_loss(model, b, None, pruner)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                losses.append(loss.detach())
+                losses.append(engine_step(model, pruner, opt, b, way))
             return time.perf_counter() - t, float(torch.stack(losses).mean())
         for way in sides:
             steps(way, data[:3])  # warm-up

@@ -46,31 +46,18 @@ def linear_ms(rows: list[int], bf16: bool) -> float:
 def one_pass(model_dir: Path, batches: int, seed: int, buckets: bool) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
-    from cpu_attention import batches as make_batches
+    from cpu_attention import batches as make_batches, engine_step
     from foundation.allocator import retain_freed_memory
-    from trainer.engine.attention import cpu_bf16_attention
     from trainer.engine.last_layer import LastLayerPruner
-    from trainer.engine.loss import label_only_loss
-    from trainer.engine.shapes import LENGTH_MULTIPLE, round_up
+    from trainer.engine.shapes import LENGTH_MULTIPLE
     retain_freed_memory()  # as the engine does
-    data = make_batches(model_dir, batches, 8, seed)
-    if buckets:  # the engine's collator pads to the grid when buckets are on
-        def grid(b):
-            extra = round_up(b["input_ids"].shape[1], LENGTH_MULTIPLE) - b["input_ids"].shape[1]
-            fill = {"input_ids": 0, "labels": -100, "attention_mask": 0}
-            return {k: torch.cat([v, torch.full((v.shape[0], extra), fill[k], dtype=v.dtype)], 1)
-                    for k, v in b.items()}
-        data = [grid(b) for b in data]
+    # the engine's collator pads to the grid when buckets are on
+    data = make_batches(model_dir, batches, 8, seed, pad_to_multiple_of=LENGTH_MULTIPLE if buckets else None)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
     pruner, opt = LastLayerPruner.attach(model), torch.optim.AdamW(model.parameters(), fused=True)
     t, cpu = time.perf_counter(), time.process_time()
     for b in data:
-        with cpu_bf16_attention("auto"), torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = label_only_loss(model, b, None, pruner, buckets=buckets)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        loss = engine_step(model, pruner, opt, b, buckets=buckets)
     return {"wall": time.perf_counter() - t, "cpu": time.process_time() - cpu, "loss": float(loss.detach())}
 
 

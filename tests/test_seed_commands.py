@@ -69,6 +69,21 @@ def test_flat_keys_are_accepted_with_a_note(tmp_path, capfd):
         load_config(base_dir=tmp_path)
 
 
+@pytest.mark.parametrize("old, new", [(True, "flash_fp32"), (False, "flash_bf16")])
+def test_a_renamed_key_is_moved_with_its_value_translated(tmp_path, capfd, old, new):
+    (tmp_path / "config.json").write_text(json.dumps({"training": {"fp32_cpu_attention": old, "seed": 3}}))
+    cfg = load_config(base_dir=tmp_path)
+    assert cfg.training.cpu_attention == new and cfg.training.seed == 3
+    assert "'training.fp32_cpu_attention' is now 'training.cpu_attention'" in capfd.readouterr().err
+    r = CliRunner().invoke(config_group, ["migrate", "--base-dir", str(tmp_path)])
+    assert r.exit_code == 0 and "training.fp32_cpu_attention -> training.cpu_attention" in r.output, r.output
+    assert json.loads((tmp_path / "config.json").read_text()) == {"training": {"cpu_attention": new, "seed": 3}}
+    (tmp_path / "config.json").write_text(json.dumps({"training": {"fp32_cpu_attention": old,
+                                                                   "cpu_attention": "auto"}}))
+    with pytest.raises(ConfigError, match="keep only 'training.cpu_attention'"):
+        load_config(base_dir=tmp_path)
+
+
 def test_edit_config_by_path_takes_a_flat_key(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"batch_size": 4}))
     r = subprocess.run([sys.executable, str(REPO / "tools/config/edit_config.py"), "batch_size", "16",

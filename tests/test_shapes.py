@@ -72,7 +72,7 @@ def test_buckets_give_the_same_loss_and_gradients_on_bucketed_shapes(prune):
     ours = loss_and_grads(model, lambda: label_only_loss(model, bucketed, None, pruner, buckets=True))
     assert_same(ref, ours)
     assert seen["width"] and all(w % LENGTH_MULTIPLE == 0 for w in seen["width"])
-    assert all(r % ROWS_MULTIPLE == 0 for r in seen["rows"])
+    assert seen["rows"] and all(r % ROWS_MULTIPLE == 0 for r in seen["rows"])
     if prune:
         assert pruner.enabled and pruner.pruned_calls >= 1
         assert pruner._idx is None  # only set inside the step
@@ -86,7 +86,9 @@ def test_buckets_give_the_same_loss_and_gradients_on_bucketed_shapes(prune):
 def test_the_pruned_layer_rounds_its_queries_per_row(monkeypatch):
     from trainer.engine import last_layer
     model = llama()
-    batch = PadCollator(0, pad_to_multiple_of=LENGTH_MULTIPLE)(multi_turn_batch(model.config.vocab_size, seed=4))
+    # rows with 18 label positions at most (21 with fillers): neither a multiple of QUERY_MULTIPLE
+    feats = multi_turn_batch(model.config.vocab_size, seed=4, lengths=(30, 50, 20, 45))
+    batch = PadCollator(0, pad_to_multiple_of=LENGTH_MULTIPLE)(feats)
     pruner = LastLayerPruner.attach(model)
     widths = []
     real = last_layer.gather_label_positions
@@ -99,5 +101,6 @@ def test_the_pruned_layer_rounds_its_queries_per_row(monkeypatch):
     label_only_loss(model, batch, None, pruner, buckets=True)  # the first batch also runs the check
     assert pruner.verified and pruner.enabled
     widths.clear()
+    label_only_loss(model, batch, None, pruner)  # without buckets: this batch's own query count
     label_only_loss(model, batch, None, pruner, buckets=True)
-    assert len(widths) == 1 and widths[0] % QUERY_MULTIPLE == 0
+    assert len(widths) == 2 and widths[0] % QUERY_MULTIPLE and widths[1] % QUERY_MULTIPLE == 0

@@ -64,7 +64,7 @@ def edit_cmd(key, value, force, base_dir):
 @click.option("--base-dir", default=None, help="Runtime base dir.")
 @click.option("--config", "config_file", default=None, help="Config file (default: <base-dir>/config.json).")
 def migrate_cmd(base_dir, config_file):
-    """Rewrite the seed's flat keys (batch_size, learning_rate ...) as dotted keys, after a backup."""
+    """Rewrite the seed's flat keys (batch_size, learning_rate ...) and renamed keys as their current keys, after a backup."""
     from pathlib import Path
 
     from foundation.paths import Paths
@@ -78,7 +78,7 @@ def migrate_cmd(base_dir, config_file):
     except ConfigError as e:
         raise click.ClickException(str(e))
     if not out["moved"]:
-        click.echo(f"{target}: no old flat keys; nothing to do")
+        click.echo(f"{target}: no old flat or renamed keys; nothing to do")
         return
     for flat, dotted in out["moved"]:
         click.echo(f"{flat} -> {dotted}")

@@ -73,7 +73,7 @@ def backup_config(config_file: str | Path, backups_dir: str | Path | None = None
 
 
 def migrate_config(config_file: str | Path, backups_dir: str | Path | None = None) -> dict:
-    """Rewrite the seed's flat keys (``batch_size`` ...) as their dotted keys, after a backup.
+    """Rewrite the seed's flat keys (``batch_size`` ...) and renamed keys as their current keys, after a backup.
     The result must validate before anything is written. Returns ``{"moved": [[flat, dotted]...],
     "backup": path or None, "file": path}``; nothing is written when nothing is flat."""
     config_file = Path(config_file)

@@ -35,6 +35,12 @@ FLAT_KEYS = {
     "model_name": "model.model_name",
     "model_path": "model.model_path",
 }
+# Keys a later release renamed, with the old values translated where the type changed (None: kept as
+# is). Moved on read like the flat keys, with the same note; `trainctl config migrate` rewrites them.
+RENAMED_KEYS: dict[str, tuple[str, dict | None]] = {
+    # true: attention in fp32 (the old default); false: in bf16 as autocast does
+    "training.fp32_cpu_attention": ("training.cpu_attention", {True: "flash_fp32", False: "flash_bf16"}),
+}
 _noted: set[tuple[str, str]] = set()
 
 
@@ -102,21 +108,11 @@ _TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a numb
                list: "a list", dict: "an object"}
 
 
-# Keys an earlier release had, with what replaced them: an old config gets told what to write instead.
-RENAMED = {
-    "training.fp32_cpu_attention": "training.cpu_attention ('flash_fp32' for true, 'flash_bf16' for "
-                                   "false, or leave it out for 'auto')",
-}
-
-
 def _build(cls: type, data: Mapping[str, Any], prefix: str, problems: list[str]) -> Any:
     kwargs: dict[str, Any] = {}
     fields = {fl.name: fl for fl in dataclasses.fields(cls)}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
-        if key not in fields and dotted in RENAMED:
-            problems.append(f"key '{dotted}' was replaced by {RENAMED[dotted]}")
-            continue
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else \
@@ -239,22 +235,35 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict:
 
 
 def migrate_flat_keys(data: Mapping[str, Any], source: str | None = None) -> tuple[dict, list[tuple[str, str]]]:
-    """``data`` with the seed's flat keys moved to their dotted keys, and the (flat, dotted) pairs
-    moved. A flat key whose dotted key is set too is an error (which one is meant is unclear)."""
+    """``data`` with the seed's flat keys (``FLAT_KEYS``) and renamed keys (``RENAMED_KEYS``) moved
+    to their current keys, and the (old, new) pairs moved. An old key whose new key is set too is an
+    error (which one is meant is unclear); an old value with no translation stays where it is (the
+    unknown-key check then names it)."""
     out = json.loads(json.dumps(data))
     moved: list[tuple[str, str]] = []
     problems = []
-    for flat, dotted in FLAT_KEYS.items():
-        if flat not in out or isinstance(out[flat], Mapping):
+    renames = {**{flat: (dotted, None) for flat, dotted in FLAT_KEYS.items()}, **RENAMED_KEYS}
+    for old, (new, values) in renames.items():
+        parent_key, _, leaf = old.rpartition(".")
+        try:
+            parent = get_dotted(out, parent_key) if parent_key else out
+        except KeyError:
+            continue
+        if not isinstance(parent, dict) or leaf not in parent or isinstance(parent[leaf], Mapping):
+            continue
+        value = parent[leaf]
+        if values is not None and (isinstance(value, (dict, list)) or value not in values):
             continue
         try:
-            get_dotted(out, dotted)
-            problems.append(f"'{flat}' (old flat key) and '{dotted}' are both set; keep only '{dotted}'")
+            get_dotted(out, new)
+            kind = "old flat key" if old in FLAT_KEYS else "old key"
+            problems.append(f"'{old}' ({kind}) and '{new}' are both set; keep only '{new}'")
             continue
         except KeyError:
             pass
-        set_dotted(out, dotted, out.pop(flat))
-        moved.append((flat, dotted))
+        del parent[leaf]
+        set_dotted(out, new, value if values is None else values[value])
+        moved.append((old, new))
     if problems:
         raise ConfigError(problems, source)
     return out, moved

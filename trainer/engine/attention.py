@@ -48,10 +48,10 @@ def cpu_bf16(t: torch.Tensor) -> bool:
             and torch.get_autocast_dtype("cpu") == torch.bfloat16)
 
 
-def way_for(scores: int, mode: str | None = None) -> str:
+def way_for(scores: int) -> str:
     """The way a CPU bf16 call with ``scores`` attention scores (batch x heads x queries x keys)
-    attends under ``mode`` (default: the active one)."""
-    mode = mode or _mode.get()
+    attends under the active mode."""
+    mode = _mode.get()
     if mode == "auto":
         return "math_bf16" if 2 * scores <= MATH_MAX_SCORES_BYTES else "flash_bf16"
     return mode

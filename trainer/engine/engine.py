@@ -165,14 +165,16 @@ class TrainerEngine:
                                             longest_first=tr.group_by_length)
         # Varlen attention: one packed row per batch (same examples per step, zero padding).
         packed = packing_supported(getattr(model.config, "_attn_implementation", None))
-        # Shape buckets (CPU bf16): batch lengths on a grid of LENGTH_MULTIPLE (trainer.engine.shapes).
-        pad_to = LENGTH_MULTIPLE if wanted(tr.shape_buckets, device, precision == "bf16") else None
-        collator = PackCollator() if packed else PadCollator(tokenizer.pad_token_id, pad_to_multiple_of=pad_to)
+        # Shape buckets (trainer.engine.shapes): batch lengths on a grid here, the loss's shapes in the trainer.
+        buckets = wanted(tr.shape_buckets, device, precision == "bf16")
+        collator = (PackCollator() if packed
+                    else PadCollator(tokenizer.pad_token_id, pad_to_multiple_of=LENGTH_MULTIPLE if buckets else None))
         status = StatusWriter(job.status_file or None, standalone=standalone)
         cb = EngineCallback(st, control, status, is_main=(rank == 0))
         trainer = ContinuousTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                     processing_class=tokenizer, data_collator=collator,
-                                    callbacks=[cb], engine_state=st, batch_sampler=sampler, collator=collator)
+                                    callbacks=[cb], engine_state=st, batch_sampler=sampler, collator=collator,
+                                    shape_buckets=buckets)
         t_train, cpu_train = time.perf_counter(), time.process_time()
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         train_seconds = time.perf_counter() - t_train

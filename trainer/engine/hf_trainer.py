@@ -2,13 +2,13 @@
 the loss on label positions only (``loss``, ``last_layer``), token counting, and step-named complete checkpoints."""
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
 import torch
 from transformers import Trainer
 
-from trainer.engine import shapes
 from trainer.engine.attention import cpu_bf16_attention
 from trainer.engine.callbacks import JobState
 from trainer.engine.checkpoints import export_merged_lora, seal_checkpoint
@@ -42,7 +42,7 @@ def lr_lambda_factory(kind: str, warmup_steps: int, global_start: int, num_train
 class ContinuousTrainer(Trainer):
     """HF Trainer with our batches, our LR schedule, token counting and step-named checkpoints."""
 
-    def __init__(self, *a, engine_state: JobState, batch_sampler, collator, **kw):
+    def __init__(self, *a, engine_state: JobState, batch_sampler, collator, shape_buckets: bool = False, **kw):
         super().__init__(*a, **kw)
         self._job = engine_state
         self._batch_sampler = batch_sampler
@@ -53,8 +53,8 @@ class ContinuousTrainer(Trainer):
         # The last decoder layer at label positions only (Llama-shaped models; see trainer.engine.last_layer).
         self._pruner = LastLayerPruner.attach(self.model) if engine_state.cfg.training.prune_last_layer else None
         self._logits_budget = engine_state.cfg.training.logits_budget_mb * 2**20
-        self._buckets = shapes.wanted(engine_state.cfg.training.shape_buckets, self.args.device.type,
-                                      bool(self.args.bf16))
+        # Shape buckets (trainer.engine.shapes): decided by the engine, which pads its batches to the same grid.
+        self._buckets = shape_buckets
         # The attention kernel under bf16 autocast on a CPU (see trainer.engine.attention).
         self._cpu_attention = (engine_state.cfg.training.cpu_attention
                                if self.args.bf16 and self.args.device.type == "cpu" else None)
@@ -95,9 +95,7 @@ class ContinuousTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # The backward follows the graph this forward builds: the same attention way there too.
-        if self._cpu_attention is None:
-            return self._compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        with cpu_bf16_attention(self._cpu_attention):
+        with cpu_bf16_attention(self._cpu_attention) if self._cpu_attention else contextlib.nullcontext():
             return self._compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def _compute_loss(self, model, inputs, return_outputs, num_items_in_batch):

@@ -34,14 +34,20 @@ from trainer.engine.shapes import LENGTH_MULTIPLE, QUERY_MULTIPLE, fill_rows, ro
 
 
 
+def next_labels(labels: torch.Tensor) -> torch.Tensor:
+    """``(batch, length)``: at position i the label i+1, the one position i predicts
+    (``IGNORE_INDEX`` at the last position, which predicts nothing)."""
+    following = torch.full_like(labels, IGNORE_INDEX)
+    following[:, :-1] = labels[:, 1:]
+    return following
+
+
 def label_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(keep, targets): ``keep`` is the boolean ``(batch, length)`` mask of positions whose NEXT
     label is a target (position i predicts label i+1), ``targets`` those labels in row-major order."""
-    shifted = labels[:, 1:]
-    valid = shifted != IGNORE_INDEX
-    keep = torch.zeros_like(labels, dtype=torch.bool)
-    keep[:, :-1] = valid
-    return keep, shifted[valid]
+    following = next_labels(labels)
+    keep = following != IGNORE_INDEX
+    return keep, following[keep]
 
 
 def right_padding_only(mask: torch.Tensor, labels: torch.Tensor) -> bool:
@@ -96,10 +102,7 @@ def label_only_loss(model, inputs: dict, num_items_in_batch=None, pruner=None,
     if buckets and n_targets:
         # Target-less fillers round the head's rows up; their targets are IGNORE_INDEX (no loss, no gradient).
         keep = fill_rows(keep)
-        following = torch.full_like(labels[:, :keep.shape[1]], IGNORE_INDEX)
-        width = min(keep.shape[1], labels.shape[1] - 1)
-        following[:, :width] = labels[:, 1:width + 1]
-        targets = following[keep]
+        targets = next_labels(labels)[:, :keep.shape[1]][keep]
     lm = unwrap_lm(model)
     chunk = chunk_rows_for(lm, targets.numel(), logits_budget_bytes)
 
