@@ -9,9 +9,13 @@ Servers, started one at a time with the same environment (``OMP_NUM_THREADS=--th
   hf_cb      ``transformers serve ... --continuous-batching`` (its paged-attention batching)
 
 D is ``--device`` resolved once (``foundation.device``); T is the dtype our server reports in
-``/models/info`` for that device, so both sides run the same numerics. Each server gets ``--warm``
-untimed concurrent requests first, then for each concurrency in ``--clients`` (default 16 and 64)
-every client sends ``--requests`` chat completions back to back (greedy, ``max_tokens``).
+``/models/info`` for that device, so both sides run the same numerics. The servers named in
+``--servers`` are all started first (an idle one uses no CPU) and each gets ``--warm`` untimed
+concurrent requests. Then for each concurrency in ``--clients`` (default 16 and 64), ``--rounds``
+times, each server in turn (who goes first rotates per round, so a noisy minute on a shared machine
+hits every side) has every client send ``--requests`` chat completions back to back (greedy,
+``max_tokens``); each figure printed is the median over the rounds, and each ratio also shows its
+range over the rounds (ours against the other side in the same round).
 Throughput = completion tokens per wall-clock second, counted the same way for every server (the
 reply text re-tokenized with the model's tokenizer, since servers differ on whether a final EOS
 counts in ``usage``); latency =
@@ -21,11 +25,13 @@ concurrency; also ours with one client (``--sequential-requests``) as the no-bat
 Exits non-zero, printing no ratio, when ``transformers serve`` cannot start or any request fails.
 
     .venv/bin/python bench/serve_throughput.py [--clients 16,64] [--requests 2] [--max-tokens 32] [--threads 1]
+        [--servers ours,hf,hf_cb] [--rounds 1]
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -118,18 +124,16 @@ def model_id(url: str) -> str:
     return httpx.get(url + "/v1/models", timeout=30).json()["data"][0]["id"]
 
 
-def measure(name: str, url: str, a: argparse.Namespace, levels: list[int]) -> dict[str, dict]:
+def warm(url: str, a: argparse.Namespace) -> str:
+    """The server's model id, after ``--warm`` untimed concurrent requests."""
     mid = model_id(url)
-    asyncio.run(load(url, mid, a.warm, 1, a.max_tokens, a.count))  # warm-up: untimed
-    out = {}
-    for c in levels:
-        out[f"{name}@{c}"] = r = asyncio.run(load(url, mid, c, a.requests, a.max_tokens, a.count))
-        print(f"  {name}@{c} done: {r['tok_s']:.1f} tok/s", flush=True)
-    return out
+    asyncio.run(load(url, mid, a.warm, 1, a.max_tokens, a.count))
+    return mid
 
 
-def run_hf(model_dir: Path, cb: bool, device: str, dtype: str, env: dict, a: argparse.Namespace, tmp: Path,
-           levels: list[int]) -> dict[str, dict]:
+def start_hf(stack: contextlib.ExitStack, model_dir: Path, cb: bool, device: str, dtype: str, env: dict,
+             tmp: Path) -> str:
+    """Start ``transformers serve`` (stopped when ``stack`` closes); returns its URL once healthy."""
     exe = Path(sys.executable).with_name("transformers")
     if not exe.exists():
         raise BenchError(f"the transformers CLI is not installed next to {sys.executable}")
@@ -138,17 +142,21 @@ def run_hf(model_dir: Path, cb: bool, device: str, dtype: str, env: dict, a: arg
     cmd = [str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", device,
            "--dtype", dtype, "--log-level", "warning"] + (["--continuous-batching"] if cb else [])
     log_path = tmp / f"{name}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            try:
-                wait_health(url, proc, log_path)
-            except BenchError as e:
-                raise BenchError(f"`{' '.join(cmd)}` could not start: {e}") from None
-            return measure(name, url, a, levels)
-        finally:
-            stop_process_group(proc, 20)
+    log = stack.enter_context(open(log_path, "wb"))
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    stack.callback(stop_process_group, proc, 20)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_health(url, proc, log_path)
+    except BenchError as e:
+        raise BenchError(f"`{' '.join(cmd)}` could not start: {e}") from None
+    return url
+
+
+def median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
 def main() -> int:
@@ -160,12 +168,17 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for every server")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda (resolved once, used by all servers)")
     ap.add_argument("--model", default=None, help="model folder (default: build the tiny model)")
+    ap.add_argument("--servers", default="ours,hf,hf_cb", help="which servers to measure (ours is always one)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measurements per server and concurrency, the servers taking turns in each round")
     ap.add_argument("--sequential-requests", type=int, default=8, help="ours with one client (0: skip)")
     a = ap.parse_args()
     from foundation.device import resolve_device
     levels = [int(x) for x in a.clients.split(",") if x.strip()]
+    names = ["ours"] + [n for n in ("hf", "hf_cb") if n in a.servers.split(",")]
     device = resolve_device(a.device)
     tmp = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    runs: dict[str, list[dict]] = {}
     try:
         if a.model:
             model_dir = Path(a.model).resolve()
@@ -177,10 +190,10 @@ def main() -> int:
         a.count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
         env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "TOKENIZERS_PARALLELISM": "false",
                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        results: dict[str, dict] = {}
         base = make_base_dir(tmp / "base", model_dir)
-        with ServerProcess(base, "--model", str(model_dir), "--threads", str(a.threads), "--device", device,
-                           env={"OMP_NUM_THREADS": str(a.threads)}) as srv:
+        with contextlib.ExitStack() as stack:
+            srv = stack.enter_context(ServerProcess(base, "--model", str(model_dir), "--threads", str(a.threads),
+                                                    "--device", device, env={"OMP_NUM_THREADS": str(a.threads)}))
             try:
                 srv.wait_ready(timeout=300)
             except (RuntimeError, TimeoutError) as e:
@@ -190,27 +203,42 @@ def main() -> int:
             dtype = info["dtype"]
             if info["device"] != device:
                 raise BenchError(f"our server runs on {info['device']}, asked for {device}")
+            urls = {"ours": srv.url}
+            for name in names[1:]:  # every server up (idle ones use no CPU) so that rounds can alternate
+                urls[name] = start_hf(stack, model_dir, name == "hf_cb", device, dtype, env, tmp)
             print(f"serve_throughput: device={device} dtype={dtype} clients={levels} requests/client={a.requests} "
-                  f"max_tokens={a.max_tokens} threads={a.threads} cpus={os.cpu_count()}", flush=True)
-            results.update(measure("ours", srv.url, a, levels))
+                  f"max_tokens={a.max_tokens} threads={a.threads} rounds={a.rounds} servers={names} "
+                  f"cpus={os.cpu_count()} packed_linears={info.get('packed_linears')}", flush=True)
+            mids = {name: warm(url, a) for name, url in urls.items()}
+            for c in levels:
+                for r in range(a.rounds):
+                    order = names[r % len(names):] + names[:r % len(names)]  # who goes first rotates
+                    for name in order:
+                        res = asyncio.run(load(urls[name], mids[name], c, a.requests, a.max_tokens, a.count))
+                        runs.setdefault(f"{name}@{c}", []).append(res)
+                        print(f"  round {r + 1} {name}@{c}: {res['tok_s']:.1f} tok/s", flush=True)
             if a.sequential_requests:
-                results["ours@1"] = asyncio.run(load(srv.url, model_id(srv.url), 1, a.sequential_requests,
-                                                     a.max_tokens, a.count))
-        for cb in (False, True):
-            results.update(run_hf(model_dir, cb, device, dtype, env, a, tmp, levels))
+                runs["ours@1"] = [asyncio.run(load(srv.url, mids["ours"], 1, a.sequential_requests, a.max_tokens,
+                                                   a.count))]
     except BenchError as e:
         print(f"serve_throughput FAILED (no ratio printed): {e}", flush=True)
         return 1
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    results = {k: {"tok_s": median([r["tok_s"] for r in v]), "p50": median([r["p50"] for r in v]),
+                   "p95": median([r["p95"] for r in v]), "tokens": sum(r["tokens"] for r in v),
+                   "requests": sum(r["requests"] for r in v), "wall": sum(r["wall"] for r in v), "n": len(v)}
+               for k, v in runs.items()}
     for name, r in results.items():
         print(f"  {name:9s} {r['tok_s']:8.1f} completion tok/s  p50 {r['p50']:.2f}s  p95 {r['p95']:.2f}s  "
-              f"({r['tokens']} tokens, {r['requests']} requests, {r['wall']:.2f}s)")
+              f"({r['tokens']} tokens, {r['requests']} requests, {r['wall']:.2f}s; median of {r['n']})")
     for c in levels:
         ours = results[f"ours@{c}"]
-        for hf in ("hf", "hf_cb"):
+        for hf in names[1:]:
             other = results[f"{hf}@{c}"]
-            print(f"ratio @{c} clients ours/{hf}: tokens/s {ours['tok_s'] / other['tok_s']:.2f}x, "
+            per_round = [o["tok_s"] / h["tok_s"] for o, h in zip(runs[f"ours@{c}"], runs[f"{hf}@{c}"])]
+            print(f"ratio @{c} clients ours/{hf}: tokens/s {ours['tok_s'] / other['tok_s']:.2f}x "
+                  f"(rounds {min(per_round):.2f}-{max(per_round):.2f}x), "
                   f"p50 latency {ours['p50'] / other['p50']:.2f}x, p95 latency {ours['p95'] / other['p95']:.2f}x")
         if "ours@1" in results:
             print(f"ratio @{c} clients ours/ours@1 (batching gain): tokens/s "

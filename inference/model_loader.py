@@ -22,6 +22,7 @@ from foundation.device import model_dtype, resolve_device
 from foundation.paths import Paths, is_within
 from inference.errors import APIError, INVALID_REQUEST, NOT_FOUND
 from inference import profile_adapter
+from trainer.generation.packed_linear import pack_linears
 from trainer.generation.target import cache_kwarg_name, pad_token_id, supports_row_merge
 from trainer.profiles.generation import eos_token_ids
 
@@ -53,6 +54,7 @@ class LoadedModel:
     cache_kwarg: str
     supports_merge: bool
     meta: dict = field(default_factory=dict)
+    packed_linears: int = 0  # linear layers prepacked for oneDNN (``trainer.generation.packed_linear``)
 
     def info(self, base: Path | None = None) -> dict:
         try:
@@ -71,6 +73,7 @@ class LoadedModel:
             "dtype": self.dtype,
             "device": self.device,
             "context_window": self.context_window,
+            "packed_linears": self.packed_linears,
             "checkpoint": self.meta.get("checkpoint"),
             "job_id": self.meta.get("job_id"),
         }
@@ -140,6 +143,7 @@ def load_model(folder: str | Path, *, version: str, model_id: str, device: str =
                                                  trust_remote_code=trust_remote_code)
     model.to(dev)
     model.eval()
+    packed = pack_linears(model)
     if tokenizer.chat_template is None:
         raise ValueError(f"{folder}: the tokenizer has no chat template")
 
@@ -164,5 +168,5 @@ def load_model(folder: str | Path, *, version: str, model_id: str, device: str =
         device=dev, profile_name=getattr(profile, "name", profile_name) or profile_name,
         system_prompt=system_prompt or None, context_window=ctx, eos_ids=frozenset(eos), pad_id=int(pad),
         stop_sequences=profile_adapter.stop_sequences(profile), cache_kwarg=cache_kwarg_name(model),
-        supports_merge=supports_row_merge(model), meta=meta,
+        supports_merge=supports_row_merge(model), meta=meta, packed_linears=packed,
     )

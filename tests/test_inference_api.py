@@ -104,6 +104,7 @@ def test_models_list_and_info(client, server):
     for key in ("model_id", "profile", "loaded_at", "parameters", "dtype", "device"):
         assert info[key] not in (None, ""), key
     assert info["parameters"] > 1_000_000 and info["device"] == "cpu" and info["dtype"] == "float32"
+    assert info["packed_linears"] == 4 * 7 + 1  # the CPU serves with oneDNN-prepacked weights
     assert httpx.get(server.url + "/health").json()["status"] == "ok"
 
 

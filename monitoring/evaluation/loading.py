@@ -10,6 +10,7 @@ from pathlib import Path
 
 from foundation.device import model_dtype
 from monitoring.evaluation.checkpoints import model_dir_of
+from trainer.generation.packed_linear import pack_linears
 from trainer.profiles import DataProfile, get_profile
 
 
@@ -32,6 +33,7 @@ def load_checkpoint(folder: str | os.PathLike, device: str = "cpu", fallback_tok
     model = AutoModelForCausalLM.from_pretrained(str(mdir), dtype=model_dtype(device))
     model.to(device)
     model.eval()
+    pack_linears(model)  # as the server does (``inference.model_loader``): the same numbers, faster
     tok_dir = mdir if _has_tokenizer(mdir) else (folder if _has_tokenizer(folder) else fallback_tokenizer)
     if tok_dir is None:
         raise FileNotFoundError(f"{folder}: no tokenizer files and no fallback tokenizer")

@@ -17,6 +17,7 @@ import logging
 import time
 from typing import Any, Callable
 
+from trainer.generation.fast_decode import fast_step_for
 from trainer.generation.kv_batch import RowBatch, compact, merge, new_cache
 from trainer.generation.request import GenerationError, GenRequest
 from trainer.generation.sampling import sample_next_tokens
@@ -146,7 +147,11 @@ class Decoder:
         B = len(batch.rows)
         t0 = time.perf_counter()
         attn = torch.cat([batch.attn, torch.ones((B, 1), dtype=batch.attn.dtype, device=batch.attn.device)], 1)
-        logits = self._forward(engine, batch.last[:, None], attn, batch.pos[:, None], batch.cache, last_only=False)
+        fast = fast_step_for(engine.model)
+        if fast is not None:
+            logits = fast.step(batch.last[:, None], attn, batch.pos[:, None], batch.cache)
+        else:
+            logits = self._forward(engine, batch.last[:, None], attn, batch.pos[:, None], batch.cache, last_only=False)
         batch.attn = attn
         batch.pos = batch.pos + 1
         toks = self._sample(batch.rows, logits)

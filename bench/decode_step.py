@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""The serving engine's CPU fast paths, measured on the real model in one process: a batched
+prefill and a decode step with the model's own forward ("stock"), with linear weights prepacked
+for oneDNN ("packed", ``trainer.generation.packed_linear``) and with the Llama-family decode step
+on top ("packed+fast", ``trainer.generation.fast_decode``), as the server runs it.
+
+Each round runs every variant once, in turn, on the same prompts (``--rows`` rows of 26-131
+tokens, as ``bench/serve_throughput.py``'s prompts are): one prefill (``Decoder.prefill``, length
+groups as in serving), 2 untimed decode steps, then ``--steps`` timed ones. Time is the thread's CPU
+time (``time.thread_time``), so other tenants of a shared machine count less. Prints the median per
+variant and the ratios against stock, and checks that every variant generated the same tokens.
+
+    .venv/bin/python bench/decode_step.py [--rows 16] [--steps 32] [--rounds 5] [--threads 1] [--model DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+VARIANTS = ("stock", "packed", "packed+fast")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--model", default=None, help="model folder (default: build the tiny model)")
+    a = ap.parse_args()
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainer.generation import fast_decode
+    from trainer.generation.batch_generate import _Collect
+    from trainer.generation.decoder import Decoder
+    from trainer.generation.kv_batch import RowBatch
+    from trainer.generation.packed_linear import pack_linears, unpack_linears
+    from trainer.generation.request import GenRequest
+    from trainer.generation.target import decode_target
+
+    torch.set_num_threads(a.threads)
+    model_dir = a.model
+    if model_dir is None:
+        from tools.models.make_tiny_model import build
+        model_dir = build(Path(tempfile.mkdtemp(prefix="decode-bench-")) / "tiny-qwen3", seed=0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    target = decode_target(model, AutoTokenizer.from_pretrained(model_dir))
+    vocab = model.config.vocab_size
+    rng = random.Random(0)
+    prompts = [[rng.randrange(5, vocab) for _ in range(rng.randint(26, 131))] for _ in range(a.rows)]
+
+    def use(variant: str) -> None:
+        unpack_linears(model)
+        model.__dict__.pop(fast_decode.ATTR, None)
+        if variant != "stock":
+            pack_linears(model)
+        if variant == "packed+fast":
+            if fast_decode.fast_step_for(model) is None:
+                raise SystemExit(f"{model_dir}: the fast decode step does not apply to this model")
+        else:
+            fast_decode.disable(model)
+
+    def run() -> tuple[float, float, list]:
+        dec = Decoder()
+        reqs = [GenRequest(target, p, 10**6, _Collect(), temperature=0.0) for p in prompts]
+        batch = RowBatch(target)
+        t = time.thread_time()
+        dec.prefill(batch, reqs)
+        prefill = time.thread_time() - t
+        for _ in range(2):
+            dec.decode_step(batch)
+        t = time.thread_time()
+        for _ in range(a.steps):
+            dec.decode_step(batch)
+        return prefill, (time.thread_time() - t) / a.steps, [r.generated for r in reqs]
+
+    times: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
+    tokens: dict[str, list] = {}
+    with torch.inference_mode():
+        for r in range(a.rounds):
+            for v in VARIANTS:
+                use(v)
+                p, d, toks = run()
+                times[v].append((p, d))
+                tokens[v] = toks
+    print(f"decode_step: rows={a.rows} prompt tokens={sum(map(len, prompts))} steps={a.steps} rounds={a.rounds} "
+          f"threads={a.threads} model={Path(model_dir).name}")
+    med = {v: (statistics.median(x[0] for x in ts), statistics.median(x[1] for x in ts)) for v, ts in times.items()}
+    for v in VARIANTS:
+        p, d = med[v]
+        print(f"  {v:12s} prefill {p * 1e3:7.1f} ms   decode step {d * 1e3:6.2f} ms   (median of {a.rounds})")
+    for v in VARIANTS[1:]:
+        print(f"ratio {v}/stock: prefill speed {med['stock'][0] / med[v][0]:.2f}x, "
+              f"decode step speed {med['stock'][1] / med[v][1]:.2f}x")
+    same = all(tokens[v] == tokens["stock"] for v in VARIANTS)
+    print(f"same generated tokens in every variant: {same}")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
