@@ -14,8 +14,9 @@ D is ``--device`` resolved once (``foundation.device``); T is the dtype our serv
 concurrent requests. Then for each concurrency in ``--clients`` (default 16 and 64), ``--rounds``
 times, each server in turn (who goes first rotates per round, so a noisy minute on a shared machine
 hits every side) has every client send ``--requests`` chat completions back to back (greedy,
-``max_tokens``); each figure printed is the median over the rounds, and each ratio also shows its
-range over the rounds (ours against the other side in the same round).
+``max_tokens``); each figure printed is the median over the rounds, and each ratio (of those
+medians) is followed by the ratio in every round (ours against the other side measured right
+before or after it) and their median.
 Throughput = completion tokens per wall-clock second, counted the same way for every server (the
 reply text re-tokenized with the model's tokenizer, since servers differ on whether a final EOS
 counts in ``usage``); latency =
@@ -238,7 +239,7 @@ def main() -> int:
             other = results[f"{hf}@{c}"]
             per_round = [o["tok_s"] / h["tok_s"] for o, h in zip(runs[f"ours@{c}"], runs[f"{hf}@{c}"])]
             print(f"ratio @{c} clients ours/{hf}: tokens/s {ours['tok_s'] / other['tok_s']:.2f}x "
-                  f"(rounds {min(per_round):.2f}-{max(per_round):.2f}x), "
+                  f"(per round {' '.join(f'{x:.2f}' for x in per_round)}; median {median(per_round):.2f}x), "
                   f"p50 latency {ours['p50'] / other['p50']:.2f}x, p95 latency {ours['p95'] / other['p95']:.2f}x")
         if "ours@1" in results:
             print(f"ratio @{c} clients ours/ours@1 (batching gain): tokens/s "

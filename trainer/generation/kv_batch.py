@@ -48,19 +48,45 @@ def _slack_layer_class():
             columns left for the caller to fill."""
             import torch
             used = keys.shape[-2]
-            cap = used + extra + max(SLACK_COLUMNS, used // 2)
+            cap = used + extra + spare_columns(used)
             shape = (*keys.shape[:-2], cap, keys.shape[-1])
-            self._kbuf = torch.empty(shape, dtype=keys.dtype, device=keys.device)
-            self._vbuf = torch.empty(shape, dtype=values.dtype, device=values.device)
-            self._kbuf[..., :used, :] = keys
-            self._vbuf[..., :used, :] = values
-            self.keys = self._kbuf[..., :used + extra, :]
-            self.values = self._vbuf[..., :used + extra, :]
+            kbuf = torch.empty(shape, dtype=keys.dtype, device=keys.device)
+            vbuf = torch.empty(shape, dtype=values.dtype, device=values.device)
+            kbuf[..., :used, :] = keys
+            vbuf[..., :used, :] = values
+            self.adopt(kbuf, vbuf, used + extra)
+
+        def adopt(self, kbuf, vbuf, used: int) -> None:
+            """Hold buffers whose first ``used`` columns are the cache (the rest is spare)."""
+            self._kbuf, self._vbuf = kbuf, vbuf
+            self.keys = kbuf[..., :used, :]
+            self.values = vbuf[..., :used, :]
 
     return SlackLayer
 
 
 _SLACK = None
+
+
+def spare_columns(used: int) -> int:
+    """Spare columns to allocate beyond ``used`` (at least ``SLACK_COLUMNS``; geometric growth)."""
+    return max(SLACK_COLUMNS, used // 2)
+
+
+def _stack_left_padded(parts: list, t: int, spare: int = 0):
+    """One buffer ``[sum of rows, heads, t + spare, dim]`` holding ``parts`` (``[rows, heads, t_i,
+    dim]`` each) one after another, each ending at column ``t`` with zeros on its left (masked
+    padding; zeros, not garbage, because masked values still meet a 0 weight in attention)."""
+    first = parts[0]
+    buf = first.new_empty((sum(p.shape[0] for p in parts), *first.shape[1:-2], t + spare, first.shape[-1]))
+    r = 0
+    for p in parts:
+        n, ti = p.shape[0], p.shape[-2]
+        if ti < t:
+            buf[r:r + n, ..., :t - ti, :].zero_()
+        buf[r:r + n, ..., t - ti:t, :] = p
+        r += n
+    return buf
 
 
 def new_cache(model: Any):
@@ -104,19 +130,21 @@ class RowBatch:
 
 
 def merge(a: RowBatch, b: RowBatch) -> None:
-    """Append b's rows to a: left-pad the shorter KV cache / mask so both have the same length."""
+    """Append b's rows to a: left-pad the shorter KV cache / mask so both have the same length.
+    Each layer's keys and values are copied once, straight into the merged buffer."""
     import torch
     import torch.nn.functional as F
 
     ta, tb = a.attn.shape[1], b.attn.shape[1]
     t = max(ta, tb)
     for la, lb in zip(a.cache.layers, b.cache.layers):
-        ka, va, kb, vb = la.keys, la.values, lb.keys, lb.values
-        if t > ta:
-            ka, va = F.pad(ka, (0, 0, t - ta, 0)), F.pad(va, (0, 0, t - ta, 0))
-        if t > tb:
-            kb, vb = F.pad(kb, (0, 0, t - tb, 0)), F.pad(vb, (0, 0, t - tb, 0))
-        _set(la, torch.cat([ka, kb], 0), torch.cat([va, vb], 0))
+        spare = spare_columns(t) if hasattr(la, "adopt") else 0
+        kbuf = _stack_left_padded([la.keys, lb.keys], t, spare)
+        vbuf = _stack_left_padded([la.values, lb.values], t, spare)
+        if spare:
+            la.adopt(kbuf, vbuf, t)
+        else:
+            la.keys, la.values = kbuf, vbuf
     a.attn = torch.cat([F.pad(a.attn, (t - ta, 0)), F.pad(b.attn, (t - tb, 0))], 0)
     a.pos = torch.cat([a.pos, b.pos], 0)
     a.last = torch.cat([a.last, b.last], 0)
