@@ -121,3 +121,28 @@ def test_evaluator_stops_a_row_when_its_generated_tokens_complete_a_stop(tiny):
             break
     # not before the last piece of the stop string (the prompt's copy does not count), then stopped
     assert done_at == len(gen)
+
+
+def test_text_stream_decodes_as_the_tokenizer_does(tiny):
+    import random
+
+    from transformers import PreTrainedTokenizerBase
+
+    from trainer.generation.text_stream import plain_decoder
+    _, tok = tiny
+    rng = random.Random(0)
+    special = sorted(tok.all_special_ids)
+    assert special
+    seqs = [[rng.randrange(len(tok)) for _ in range(rng.randint(0, 12))] + rng.sample(special, 1) for _ in range(300)]
+    fast = plain_decoder(tok)
+    assert fast.__code__ is not plain_decoder(object()).__code__  # the direct path, not the fallback...
+    for ids in seqs:  # ...with the tokenizer's own answer, special tokens skipped
+        assert fast(ids) == tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    class Custom(type(tok)):  # a tokenizer that decodes its own way keeps it
+        def decode(self, token_ids, **kw):
+            return "custom:" + PreTrainedTokenizerBase.decode(self, token_ids, **kw)
+
+    custom = Custom.__new__(Custom)
+    custom.__dict__.update(tok.__dict__)
+    assert plain_decoder(custom)(seqs[0]).startswith("custom:")

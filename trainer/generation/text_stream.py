@@ -9,14 +9,33 @@ begins, and how much of the tail may still become one, is ``trainer.profiles.gen
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from trainer.profiles.generation import find_stop, partial_stop_len, stop_strings
+
+
+def plain_decoder(tokenizer: Any) -> Callable[[list[int]], str]:
+    """``ids -> text`` with special tokens skipped and no clean-up of spaces. For transformers' stock
+    fast tokenizer that is exactly one call of its Rust tokenizer, made directly (a step decodes two
+    windows per row, and the Python wrapper around the call cost four times the call); any other
+    tokenizer, or one that overrides how it decodes, goes through its own ``decode``."""
+    try:
+        from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:  # pragma: no cover - another transformers layout
+        TokenizersBackend = PreTrainedTokenizerBase = None
+    cls = type(tokenizer)
+    rust = getattr(tokenizer, "_tokenizer", None)
+    if (TokenizersBackend is not None and rust is not None and isinstance(tokenizer, TokenizersBackend)
+            and cls.decode is PreTrainedTokenizerBase.decode and cls._decode is TokenizersBackend._decode):
+        return lambda ids: rust.decode(ids, skip_special_tokens=True)
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
 class TextStream:
     def __init__(self, tokenizer: Any, stops: list[str] | tuple[str, ...] = ()):
         self.tokenizer = tokenizer
+        self._decode = plain_decoder(tokenizer)
         self.stops = stop_strings(stops)
         self.ids: list[int] = []
         self._prefix_offset = 0
@@ -24,9 +43,6 @@ class TextStream:
         self.text = ""          # decoded text so far (complete characters only)
         self.emitted = 0        # chars of ``text`` already handed out
         self.stopped = False
-
-    def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     def _grow(self, final: bool = False) -> None:
         prefix = self._decode(self.ids[self._prefix_offset:self._read_offset])
