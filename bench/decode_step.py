@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The serving engine's CPU fast paths, measured on the real model in one process: a batched
 prefill and a decode step with the model's own forward ("stock"), with linear weights prepacked
-for oneDNN ("packed", ``trainer.generation.packed_linear``) and with the Llama-family decode step
-on top ("packed+fast", ``trainer.generation.fast_decode``), as the server runs it.
+for oneDNN ("packed", ``trainer.generation.packed_linear``) and with the Llama-family prefill and
+decode forward on top ("packed+fast", ``trainer.generation.fast_forward``), as the server runs it.
 
 Each round runs every variant once, in turn, on the same prompts (``--rows`` rows of 26-131
 tokens, as ``bench/serve_throughput.py``'s prompts are): one prefill (``Decoder.prefill``, length
@@ -39,7 +39,7 @@ def main() -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainer.generation import fast_decode
+    from trainer.generation import fast_forward
     from trainer.generation.batch_generate import _Collect
     from trainer.generation.decoder import Decoder
     from trainer.generation.kv_batch import RowBatch
@@ -60,14 +60,14 @@ def main() -> int:
 
     def use(variant: str) -> None:
         unpack_linears(model)
-        model.__dict__.pop(fast_decode.ATTR, None)
+        model.__dict__.pop(fast_forward.ATTR, None)
         if variant != "stock":
             pack_linears(model)
         if variant == "packed+fast":
-            if fast_decode.fast_step_for(model) is None:
-                raise SystemExit(f"{model_dir}: the fast decode step does not apply to this model")
+            if fast_forward.fast_forward_for(model) is None:
+                raise SystemExit(f"{model_dir}: the fast forward does not apply to this model")
         else:
-            fast_decode.disable(model)
+            fast_forward.disable(model)
 
     def run() -> tuple[float, float, list]:
         dec = Decoder()

@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from trainer.generation.fast_decode import fast_step_for
+from trainer.generation.fast_forward import fast_forward_for
 from trainer.generation.kv_batch import RowBatch, compact, merge, new_cache
 from trainer.generation.request import GenerationError, GenRequest
 from trainer.generation.sampling import sample_next_tokens
@@ -121,7 +121,11 @@ class Decoder:
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         cache = new_cache(engine.model)
         t0 = time.perf_counter()
-        logits = self._forward(engine, ids, attn, pos, cache, last_only=True)
+        fast = fast_forward_for(engine.model)
+        if fast is not None:
+            logits = fast.step(ids, attn, pos, cache)
+        else:
+            logits = self._forward(engine, ids, attn, pos, cache, last_only=True)
         if self.metrics is not None:
             self.metrics.observe_prefill(time.perf_counter() - t0)
         toks = self._sample(reqs, logits)
@@ -147,7 +151,7 @@ class Decoder:
         B = len(batch.rows)
         t0 = time.perf_counter()
         attn = torch.cat([batch.attn, torch.ones((B, 1), dtype=batch.attn.dtype, device=batch.attn.device)], 1)
-        fast = fast_step_for(engine.model)
+        fast = fast_forward_for(engine.model)
         if fast is not None:
             logits = fast.step(batch.last[:, None], attn, batch.pos[:, None], batch.cache)
         else:

@@ -1,19 +1,20 @@
-"""One decode step (one new token per row) of a Llama-family model as a plain loop over its modules.
+"""The serving forward (a prefill of new rows, or one decode step) of a Llama-family model as a
+plain loop over its modules.
 
 Why: at decode every row feeds one token, so the model's arithmetic is small and transformers'
 generic forward (module hooks, the mask builder, the attention dispatch, output dataclasses)
 costs as much as the arithmetic: about 3.5 ms of a 9 ms step of the tiny model at 16 rows on
-one CPU thread. This step runs the same layers by calling the model's own modules' ``forward``
-(norms, linears, with their prepacked weights, the rotary module) and its
-``apply_rotary_pos_emb``, with the same SDPA kernel (the query heads of a KV head packed as its
-query rows, as transformers does at one query), and writes keys/values through the running
-batch's cache layers, so ``kv_batch.merge``/``compact`` and the prefill (still the model's own
-forward) see the same cache. ``bench/decode_step.py`` measures it.
+one CPU thread; at prefill it is still about 8% of a call. This forward runs the same layers by
+calling the model's own modules' ``forward`` (norms, linears, with their prepacked weights, the
+rotary module) and its ``apply_rotary_pos_emb``, with the same SDPA kernel (at one query the query
+heads of a KV head are packed as its query rows, as transformers does), and writes keys/values
+through the batch's cache layers, so ``kv_batch.merge``/``compact`` see the cache they always saw.
+Only the last position's logits are computed. ``bench/decode_step.py`` measures it.
 
 Which models: ``llama``, ``mistral``, ``qwen2`` and ``qwen3`` (SmolLM2 is a Llama) on the CPU,
-with full attention in every layer, SiLU MLPs and the standard module layout. A step checks itself
-once per model against the model's own forward (two rows of different lengths, one step); any
-other model, or one that fails the check, keeps the model's own forward.
+with full attention in every layer, SiLU MLPs and the standard module layout. It checks itself
+once per model against the model's own forward (a prefill of two rows of different lengths, then
+one decode step); any other model, or one that fails the check, keeps the model's own forward.
 """
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ from typing import Any
 log = logging.getLogger("trainer.generation")
 
 MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
-ATTR = "_ct_fast_decode"
+ATTR = "_ct_fast_forward"
 
 
-def fast_step_for(model: Any, check: Any = None) -> "FastDecodeStep | None":
-    """The model's checked ``FastDecodeStep``, built once and kept on the model; None when the
+def fast_forward_for(model: Any, check: Any = None) -> "FastForward | None":
+    """The model's checked ``FastForward``, built once and kept on the model; None when the
     model is not supported or failed its check. ``check(step, model) -> bool`` replaces the
     self-check (tests)."""
     cached = model.__dict__.get(ATTR)
@@ -38,21 +39,21 @@ def fast_step_for(model: Any, check: Any = None) -> "FastDecodeStep | None":
     why = _unsupported(model)
     if why is None:
         try:
-            step = FastDecodeStep(model)
+            step = FastForward(model)
         except (AttributeError, TypeError) as e:  # a variant of the layout this step does not know
             why = f"{type(e).__name__}: {e}"
     if step is not None:
         if not (check or _agrees_with_model)(step, model):
-            log.warning("fast decode step disagrees with the model's forward; using the model's forward")
+            log.warning("fast forward disagrees with the model's forward; using the model's forward")
             step = None
     else:
-        log.info("fast decode step not used: %s", why)
+        log.info("fast forward not used: %s", why)
     model.__dict__[ATTR] = step or False
     return step
 
 
 def disable(model: Any) -> None:
-    """Use the model's own forward at decode (benchmarks, tests)."""
+    """Use the model's own forward at prefill and decode (benchmarks, tests)."""
     model.__dict__[ATTR] = False
 
 
@@ -85,8 +86,8 @@ def _unsupported(model: Any) -> str | None:
     return None
 
 
-class FastDecodeStep:
-    """``step(ids [B,1], attn [B,T], pos [B,1], cache) -> logits [B,V]`` for the model's next token."""
+class FastForward:
+    """``step(ids [B,L], attn [B,T], pos [B,L], cache) -> logits [B,V]`` for each row's next token."""
 
     def __init__(self, model: Any):
         inner = model.model
@@ -104,38 +105,52 @@ class FastDecodeStep:
         self.scaling = first.scaling
 
     def step(self, ids: Any, attn: Any, pos: Any, cache: Any) -> Any:
+        """Logits ``[B, V]`` at the last position of ``ids [B, L]`` (``attn [B, T]`` covers the
+        cached columns and these, ``pos [B, L]``). L = 1 is a decode step; L > 1 a prefill (left
+        padding in ``attn``, causal within the new tokens)."""
         import torch
         import torch.nn.functional as F
 
-        B = ids.shape[0]
+        B, L = ids.shape
         hd, hq, hkv = self.head_dim, self.heads, self.kv_heads
         h = self.embed(ids)
         cos, sin = self.rotary(h, pos)
-        # additive (0 / -inf) rather than boolean: the CPU kernel takes it as is (a few % of a step)
-        mask = torch.zeros(attn.shape, dtype=h.dtype, device=h.device).masked_fill_(attn == 0, float("-inf"))
-        mask = mask[:, None, None, :]
+        # additive (0 / -inf) masks rather than boolean: the CPU kernel takes them as they are
+        if L == 1:
+            mask = torch.zeros(attn.shape, dtype=h.dtype, device=h.device).masked_fill_(attn == 0, float("-inf"))
+            mask = mask[:, None, None, :]
+        else:
+            T = attn.shape[1]
+            col = torch.arange(T, device=h.device)
+            row = torch.arange(T - L, T, device=h.device)[:, None]
+            allowed = (attn.bool()[:, None, :] & (col <= row)) | (col == row)  # a padding query sees itself
+            mask = torch.zeros(allowed.shape, dtype=h.dtype, device=h.device).masked_fill_(~allowed, float("-inf"))
+            mask = mask[:, None]
         # modules' own ``forward`` (their arithmetic, the packed linears) without the call machinery
         for i, layer in enumerate(self.layers):
             a, m = layer.self_attn, layer.mlp
             x = layer.input_layernorm.forward(h)
-            q = a.q_proj.forward(x).view(B, 1, hq, hd)
-            k = a.k_proj.forward(x).view(B, 1, hkv, hd)
-            v = a.v_proj.forward(x).view(B, 1, hkv, hd).transpose(1, 2)
+            q = a.q_proj.forward(x).view(B, L, hq, hd)
+            k = a.k_proj.forward(x).view(B, L, hkv, hd)
+            v = a.v_proj.forward(x).view(B, L, hkv, hd).transpose(1, 2)
             if hasattr(a, "q_norm"):
                 q, k = a.q_norm.forward(q), a.k_norm.forward(k)
             q, k = self.rope(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
             keys, values = cache.layers[i].update(k, v)
-            # one query: the query heads of a KV head become that head's query rows (no K/V repeat)
-            o = F.scaled_dot_product_attention(q.reshape(B, hkv, hq // hkv, hd), keys, values, attn_mask=mask,
-                                               scale=self.scaling)
-            h = h + a.o_proj.forward(o.reshape(B, 1, hq * hd))
+            if L == 1:  # the query heads of a KV head become that head's query rows (no K/V repeat)
+                o = F.scaled_dot_product_attention(q.reshape(B, hkv, hq // hkv, hd), keys, values,
+                                                   attn_mask=mask, scale=self.scaling)
+            else:
+                o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scaling,
+                                                   enable_gqa=hq != hkv).transpose(1, 2)
+            h = h + a.o_proj.forward(o.reshape(B, L, hq * hd))
             x = layer.post_attention_layernorm.forward(h)
             h = h + m.down_proj.forward(F.silu(m.gate_proj.forward(x)) * m.up_proj.forward(x))
         return self.head.forward(self.norm.forward(h[:, -1]))
 
 
-def _agrees_with_model(step: FastDecodeStep, model: Any) -> bool:
-    """One decode step of two left-padded rows, both ways, from the same prefilled cache."""
+def _agrees_with_model(step: FastForward, model: Any) -> bool:
+    """A prefill of two left-padded rows and one decode step, both ways."""
     import torch
 
     from trainer.generation.kv_batch import new_cache
@@ -158,14 +173,16 @@ def _agrees_with_model(step: FastDecodeStep, model: Any) -> bool:
             outs = []
             for fast in (False, True):
                 cache = new_cache(model)
-                model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, **{kw: cache})
                 if fast:
-                    outs.append(step.step(nxt, attn2, pos2, cache).float())
+                    first = step.step(ids, attn, pos, cache).float()
+                    outs.append(torch.cat([first, step.step(nxt, attn2, pos2, cache).float()]))
                 else:
+                    out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, **{kw: cache})
+                    first = out.logits[:, -1].float()
                     out = model(input_ids=nxt, attention_mask=attn2, position_ids=pos2, use_cache=True, **{kw: cache})
-                    outs.append(out.logits[:, -1].float())
+                    outs.append(torch.cat([first, out.logits[:, -1].float()]))
     except Exception as e:  # noqa: BLE001 - any failure means "not this model"
-        log.warning("fast decode step failed its check: %s: %s", type(e).__name__, e)
+        log.warning("fast forward failed its check: %s: %s", type(e).__name__, e)
         return False
     want, got = outs
     tol = 1e-4 if model.lm_head.weight.dtype == torch.float32 else 3e-2

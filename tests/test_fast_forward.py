@@ -1,5 +1,5 @@
 """Serving's CPU fast paths: linear weights prepacked for oneDNN (``packed_linear``) and the
-Llama-family decode step (``fast_decode``). Both must give the model's own answers, fall back
+Llama-family prefill and decode forward (``fast_forward``). Both must give the model's own answers, fall back
 where they do not apply, and undo themselves when their self-check fails."""
 from __future__ import annotations
 
@@ -98,16 +98,16 @@ def test_a_layer_failing_its_check_leaves_the_whole_model_unpacked(tiny_model_di
     assert not any(packed_linear.PACKED_ATTR in m.__dict__ or "forward" in m.__dict__ for m in model.modules())
 
 
-def test_fast_decode_step_answers_as_the_model_does(tiny_model_dir):
-    from trainer.generation import fast_decode
+def test_fast_forward_answers_as_the_model_does(tiny_model_dir):
+    from trainer.generation import fast_forward
     from trainer.generation.packed_linear import pack_linears
 
     model, tok = _load(tiny_model_dir)
     prompts = _prompts(tok)
-    fast_decode.disable(model)
+    fast_forward.disable(model)
     want = _generate(model, tok, prompts)
-    model.__dict__.pop(fast_decode.ATTR)
-    assert fast_decode.fast_step_for(model) is not None
+    model.__dict__.pop(fast_forward.ATTR)
+    assert fast_forward.fast_forward_for(model) is not None
     got = _generate(model, tok, prompts)
     pack_linears(model)  # as the server runs it
     packed = _generate(model, tok, prompts)
@@ -118,10 +118,10 @@ def test_fast_decode_step_answers_as_the_model_does(tiny_model_dir):
     assert sum(len(w["tokens"]) for w in want) >= 60  # rows really decoded, through joins (batch 4 < 6)
 
 
-def test_fast_decode_step_on_a_llama_model():
+def test_fast_forward_on_a_llama_model():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from trainer.generation import fast_decode
+    from trainer.generation import fast_forward
 
     cfg = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
@@ -130,18 +130,18 @@ def test_fast_decode_step_on_a_llama_model():
                                        "original_max_position_embeddings": 64})
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg).eval()
-    step = fast_decode.fast_step_for(model)  # checks itself against the model's forward
+    step = fast_forward.fast_forward_for(model)  # checks itself against the model's forward
     assert step is not None and step.heads == 4 and step.kv_heads == 2
 
 
 def test_other_models_keep_their_own_forward(tiny_model_dir, caplog):
     from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
-    from trainer.generation import fast_decode
+    from trainer.generation import fast_forward
 
     _, tok = _load(tiny_model_dir)
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=2, n_positions=256)).eval()
-    assert fast_decode.fast_step_for(gpt2) is None
+    assert fast_forward.fast_forward_for(gpt2) is None
     out = _generate(gpt2, tok, _prompts(tok, 3))
     assert all(len(r["tokens"]) > 0 and r["error"] is None for r in out)
 
@@ -149,10 +149,35 @@ def test_other_models_keep_their_own_forward(tiny_model_dir, caplog):
     cfg.layer_types = ["sliding_attention", "full_attention"] * (cfg.num_hidden_layers // 2)
     cfg.sliding_window, cfg.use_sliding_window = 16, True
     sliding = AutoModelForCausalLM.from_config(cfg).eval()
-    assert fast_decode.fast_step_for(sliding) is None
+    assert fast_forward.fast_forward_for(sliding) is None
 
     model, _ = _load(tiny_model_dir)
     with caplog.at_level("WARNING", logger="trainer.generation"):
-        assert fast_decode.fast_step_for(model, check=lambda step, m: False) is None
+        assert fast_forward.fast_forward_for(model, check=lambda step, m: False) is None
     assert "disagrees" in caplog.text
-    assert fast_decode.fast_step_for(model) is None  # the verdict is kept: no re-check every step
+    assert fast_forward.fast_forward_for(model) is None  # the verdict is kept: no re-check every step
+
+
+def test_fast_prefill_gives_the_models_last_logits_and_cache(tiny_model_dir):
+    from trainer.generation import fast_forward
+    from trainer.generation.kv_batch import new_cache
+    from trainer.generation.target import cache_kwarg_name
+
+    model, tok = _load(tiny_model_dir)
+    prompts = _prompts(tok, 4)
+    L = max(map(len, prompts))
+    ids = torch.tensor([[0] * (L - len(p)) + p for p in prompts])
+    attn = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in prompts])
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    assert len(set(map(len, prompts))) == 4  # every row but the longest is left-padded
+    step = fast_forward.fast_forward_for(model)
+    with torch.inference_mode():
+        ref_cache, cache = new_cache(model), new_cache(model)
+        want = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1,
+                     **{cache_kwarg_name(model): ref_cache}).logits[:, -1]
+        got = step.step(ids, attn, pos, cache)
+    assert got.shape == want.shape and (got - want).abs().max() < 1e-4
+    for a, b in zip(ref_cache.layers, cache.layers):  # the cache the decode steps continue from
+        keep = attn.bool()[:, None, :, None]  # (padding columns are masked later, whatever they hold)
+        assert torch.allclose(a.keys * keep, b.keys * keep, atol=1e-5)
+        assert torch.allclose(a.values * keep, b.values * keep, atol=1e-5)
