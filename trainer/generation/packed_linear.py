@@ -34,6 +34,7 @@ def pack_linears(model: Any, *, memory_fraction: float = 0.25, available_bytes: 
     from torch import nn
 
     if not _supported(torch):
+        log.info("linear weights not prepacked: this torch has no oneDNN linear")
         return 0
     linears = [m for m in model.modules() if type(m) is nn.Linear and m.weight.device.type == "cpu"
                and m.weight.dtype in (torch.float32, torch.bfloat16) and PACKED_ATTR not in m.__dict__]
