@@ -154,6 +154,24 @@ def start_hf(stack: contextlib.ExitStack, model_dir: Path, cb: bool, device: str
     return url
 
 
+def thread_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of process ``pid``: (its main thread, i.e. uvicorn's event loop; all its other
+    threads), from /proc (0, 0 where there is none)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    main = rest = 0.0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        if task.name == str(pid):
+            main += cpu
+        else:
+            rest += cpu
+    return main, rest
+
+
 def median(xs: list[float]) -> float:
     xs = sorted(xs)
     n = len(xs)
@@ -180,6 +198,7 @@ def main() -> int:
     device = resolve_device(a.device)
     tmp = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     runs: dict[str, list[dict]] = {}
+    cpu_ours = [0.0, 0.0, 0]  # our server's event-loop CPU, other threads' CPU, requests
     try:
         if a.model:
             model_dir = Path(a.model).resolve()
@@ -215,8 +234,14 @@ def main() -> int:
                 for r in range(a.rounds):
                     order = names[r % len(names):] + names[:r % len(names)]  # who goes first rotates
                     for name in order:
+                        before = thread_cpu(srv.proc.pid)
                         res = asyncio.run(load(urls[name], mids[name], c, a.requests, a.max_tokens, a.count))
                         runs.setdefault(f"{name}@{c}", []).append(res)
+                        if name == "ours":
+                            after = thread_cpu(srv.proc.pid)
+                            cpu_ours[0] += after[0] - before[0]
+                            cpu_ours[1] += after[1] - before[1]
+                            cpu_ours[2] += res["requests"]
                         print(f"  round {r + 1} {name}@{c}: {res['tok_s']:.1f} tok/s", flush=True)
             if a.sequential_requests:
                 runs["ours@1"] = [asyncio.run(load(srv.url, mids["ours"], 1, a.sequential_requests, a.max_tokens,
@@ -233,6 +258,9 @@ def main() -> int:
     for name, r in results.items():
         print(f"  {name:9s} {r['tok_s']:8.1f} completion tok/s  p50 {r['p50']:.2f}s  p95 {r['p95']:.2f}s  "
               f"({r['tokens']} tokens, {r['requests']} requests, {r['wall']:.2f}s; median of {r['n']})")
+    if cpu_ours[2]:
+        print(f"  ours server CPU per request: event loop {cpu_ours[0] / cpu_ours[2] * 1e3:.2f} ms, "
+              f"decode and other threads {cpu_ours[1] / cpu_ours[2] * 1e3:.2f} ms", flush=True)
     for c in levels:
         ours = results[f"ours@{c}"]
         for hf in names[1:]:

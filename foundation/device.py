@@ -84,3 +84,21 @@ def load_dtype(precision: str, *, training: bool = False, device: str | None = N
 def model_dtype(device: str, precision: str = "auto") -> Any:
     """Dtype for serving or evaluating on ``device``: ``load_dtype(resolve_precision(...))``."""
     return load_dtype(resolve_precision(precision, device))
+
+
+def relative_error(got: Any, want: Any) -> float:
+    """Largest absolute difference over ``want``'s largest magnitude (NaN when either has a NaN)."""
+    got, want = got.float(), want.float()
+    if got.shape != want.shape:
+        return float("inf")
+    if not want.numel():
+        return 0.0
+    return float((got - want).abs().max()) / (float(want.abs().max()) or 1.0)
+
+
+def same_numbers(got: Any, want: Any, *, exact: bool) -> tuple[bool, float]:
+    """``(agree, relative error)``: the rule every self-check against a model's own output uses
+    (pruned last layer, prepacked linears, fast forward). ``exact``: fp32 arithmetic on both sides
+    (1e-4, summation order only); else bf16/fp16 rounding (3e-2). NaN never agrees."""
+    err = relative_error(got, want)
+    return err <= (1e-4 if exact else 3e-2), err

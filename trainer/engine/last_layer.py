@@ -29,6 +29,7 @@ import sys
 
 import torch
 
+from foundation.device import same_numbers
 from trainer.engine.attention import scaled_dot_product_attention
 from trainer.engine.shapes import round_up
 
@@ -130,15 +131,13 @@ class LastLayerPruner:
             stock = run().float()
             with self.at(keep):
                 pruned = run().float()
-        scale = float(stock.abs().max()) or 1.0
-        err = float((stock - pruned).abs().max()) / scale
         exact = (self.layer.input_layernorm.weight.dtype == torch.float32
                  and not any(torch.is_autocast_enabled(d) for d in ("cpu", "cuda")))
-        tol = 1e-4 if exact else 3e-2  # fp32, or bf16/fp16 rounding (autocast or half weights)
-        if not (err <= tol):  # also catches NaN
+        ok, err = same_numbers(pruned, stock, exact=exact)  # fp32, or bf16/fp16 rounding (autocast or half weights)
+        if not ok:
             self.enabled = False
-            log.warning("last-layer pruning off: pruned logits differ from the model's own (relative %.3g > %.3g)",
-                        err, tol)
+            log.warning("last-layer pruning off: pruned logits differ from the model's own (relative error %.3g)",
+                        err)
         return self.enabled
 
     def _forward(self, hidden_states, *args, **kwargs):

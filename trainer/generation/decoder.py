@@ -88,6 +88,11 @@ class Decoder:
 
     # ------------------------------------------------------------------ model steps
     def _forward(self, engine: Any, input_ids, attn, pos, cache, last_only: bool):
+        """Logits at each row's last position: the fast forward where the model has one
+        (``fast_forward``), else the model's own forward."""
+        fast = fast_forward_for(engine.model)
+        if fast is not None:
+            return fast.step(input_ids, attn, pos, cache)
         kwargs = {"input_ids": input_ids, "attention_mask": attn, "position_ids": pos,
                   engine.cache_kwarg: cache, "use_cache": True}
         if last_only:
@@ -121,11 +126,7 @@ class Decoder:
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         cache = new_cache(engine.model)
         t0 = time.perf_counter()
-        fast = fast_forward_for(engine.model)
-        if fast is not None:
-            logits = fast.step(ids, attn, pos, cache)
-        else:
-            logits = self._forward(engine, ids, attn, pos, cache, last_only=True)
+        logits = self._forward(engine, ids, attn, pos, cache, last_only=True)
         if self.metrics is not None:
             self.metrics.observe_prefill(time.perf_counter() - t0)
         toks = self._sample(reqs, logits)
@@ -151,11 +152,7 @@ class Decoder:
         B = len(batch.rows)
         t0 = time.perf_counter()
         attn = torch.cat([batch.attn, torch.ones((B, 1), dtype=batch.attn.dtype, device=batch.attn.device)], 1)
-        fast = fast_forward_for(engine.model)
-        if fast is not None:
-            logits = fast.step(batch.last[:, None], attn, batch.pos[:, None], batch.cache)
-        else:
-            logits = self._forward(engine, batch.last[:, None], attn, batch.pos[:, None], batch.cache, last_only=False)
+        logits = self._forward(engine, batch.last[:, None], attn, batch.pos[:, None], batch.cache, last_only=False)
         batch.attn = attn
         batch.pos = batch.pos + 1
         toks = self._sample(batch.rows, logits)

@@ -4,8 +4,8 @@ Why: ``F.linear`` on the CPU calls MKL's sgemm, which copies the weight matrix i
 layout on every call. At the row counts of serving (one token per row at decode, a few hundred
 at prefill) that copy is a large part of each layer's time, and the weights of a whole model do
 not stay in cache between steps. oneDNN's linear with a weight reordered once at load time (what
-``torch.compile``'s CPU freezing pass and IPEX do) skips it: ``bench/packed_linear.py`` measures
-the model's own layers and a whole decode step and prefill with and without packing.
+``torch.compile``'s CPU freezing pass and IPEX do) skips it: ``bench/decode_step.py`` measures a
+whole prefill and decode step with and without packing.
 
 Applied by the server's and the evaluator's model loaders (both inference only, so they keep
 scoring the same numbers; packing changes only the order of fp32 additions). Each module keeps its
@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import types
 from typing import Any
+
+from foundation.device import same_numbers
 
 log = logging.getLogger("trainer.generation")
 
@@ -79,12 +81,10 @@ def _agrees(torch: Any, m: Any, packed: Any) -> bool:
     w = m.weight
     x = torch.randn(3, w.shape[1], generator=torch.Generator().manual_seed(0)).to(w.dtype)
     try:
-        got = torch.ops.mkldnn._linear_pointwise(x, packed, m.bias, "none", [], "").float()
+        got = torch.ops.mkldnn._linear_pointwise(x, packed, m.bias, "none", [], "")
     except RuntimeError:
         return False
-    want = torch.nn.functional.linear(x, w, m.bias).float()
-    tol = 1e-4 if w.dtype == torch.float32 else 2e-2
-    return bool(got.shape == want.shape and ((got - want).abs().max() <= tol * (want.abs().max() + 1.0)))
+    return same_numbers(got, torch.nn.functional.linear(x, w, m.bias), exact=w.dtype == torch.float32)[0]
 
 
 def _packed_forward(self: Any, x: Any) -> Any:

@@ -17,7 +17,7 @@ from trainer.profiles.generation import find_stop, partial_stop_len, stop_string
 def plain_decoder(tokenizer: Any) -> Callable[[list[int]], str]:
     """``ids -> text`` with special tokens skipped and no clean-up of spaces. For transformers' stock
     fast tokenizer that is exactly one call of its Rust tokenizer, made directly (a step decodes two
-    windows per row, and the Python wrapper around the call cost four times the call); any other
+    windows per row, and transformers' Python wrapper around the call costs more than the call); any other
     tokenizer, or one that overrides how it decodes, goes through its own ``decode``."""
     try:
         from transformers.tokenization_utils_base import PreTrainedTokenizerBase
