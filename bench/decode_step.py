@@ -8,9 +8,12 @@ Each round runs every variant once, in turn, on the same prompts (``--rows`` row
 tokens, as ``bench/serve_throughput.py``'s prompts are): one prefill (``Decoder.prefill``, length
 groups as in serving), 2 untimed decode steps, then ``--steps`` timed ones. Time is the thread's CPU
 time (``time.thread_time``), so other tenants of a shared machine count less. Prints the median per
-variant and the ratios against stock, and checks that every variant generated the same tokens.
+variant and the ratios against stock, and checks that every variant generated the same tokens
+(in bf16 a variant's rounding may differ: it then says how many rows differ, and fails only in fp32).
+The weights load in ``--precision`` (default auto: ``inference.precision``'s rule, as served).
 
     .venv/bin/python bench/decode_step.py [--rows 16] [--steps 32] [--rounds 5] [--threads 1] [--model DIR]
+        [--precision auto|fp32|bf16]
 """
 from __future__ import annotations
 
@@ -18,7 +21,6 @@ import argparse
 import random
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,11 +36,14 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--model", default=None, help="model folder (default: build the tiny model)")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     a = ap.parse_args()
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from foundation.device import model_dtype
+    from tools.models.make_tiny_model import model_or_tiny
     from trainer.generation import fast_forward
     from trainer.generation.batch_generate import _Collect
     from trainer.generation.decoder import Decoder
@@ -48,11 +53,9 @@ def main() -> int:
     from trainer.generation.target import decode_target
 
     torch.set_num_threads(a.threads)
-    model_dir = a.model
-    if model_dir is None:
-        from tools.models.make_tiny_model import build
-        model_dir = build(Path(tempfile.mkdtemp(prefix="decode-bench-")) / "tiny-qwen3", seed=0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model_dir = model_or_tiny(a.model, "decode-bench-")
+    dtype = model_dtype("cpu", a.precision)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
     target = decode_target(model, AutoTokenizer.from_pretrained(model_dir))
     vocab = model.config.vocab_size
     rng = random.Random(0)
@@ -93,7 +96,7 @@ def main() -> int:
                 times[v].append((p, d))
                 tokens[v] = toks
     print(f"decode_step: rows={a.rows} prompt tokens={sum(map(len, prompts))} steps={a.steps} rounds={a.rounds} "
-          f"threads={a.threads} model={Path(model_dir).name}")
+          f"threads={a.threads} model={Path(model_dir).name} dtype={str(dtype).replace('torch.', '')}")
     med = {v: (statistics.median(x[0] for x in ts), statistics.median(x[1] for x in ts)) for v, ts in times.items()}
     for v in VARIANTS:
         p, d = med[v]
@@ -102,8 +105,10 @@ def main() -> int:
         print(f"ratio {v}/stock: prefill speed {med['stock'][0] / med[v][0]:.2f}x, "
               f"decode step speed {med['stock'][1] / med[v][1]:.2f}x")
     same = all(tokens[v] == tokens["stock"] for v in VARIANTS)
-    print(f"same generated tokens in every variant: {same}")
-    return 0 if same else 1
+    differ = {v: sum(x != y for x, y in zip(tokens[v], tokens["stock"])) for v in VARIANTS[1:]}
+    print(f"same generated tokens in every variant: {same}" +
+          ("" if same else f" (rows differing from stock: {differ})"))
+    return 0 if same or dtype != torch.float32 else 1
 
 
 if __name__ == "__main__":

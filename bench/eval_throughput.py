@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,16 +34,13 @@ def main() -> int:
     from monitoring.evaluation.generate import generate_answers
     from monitoring.evaluation.scoring import prompt_and_expected, render_for_profile
     from syllo.suite import REPO_SUITE_DIR, load_suite
+    from tools.models.make_tiny_model import model_or_tiny
     from trainer.generation.reference import generate_one
     from trainer.profiles import get_profile
     from trainer.profiles.generation import profile_stop_strings
 
     torch.set_num_threads(a.threads)
-    if a.model:
-        model_dir = Path(a.model)
-    else:
-        from tools.models.make_tiny_model import build
-        model_dir = build(Path(tempfile.mkdtemp(prefix="eval-bench-")) / "tiny-qwen3", seed=0)
+    model_dir = model_or_tiny(a.model, "eval-bench-")
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).to(a.device).eval()
     profile = get_profile(a.profile)

@@ -4,12 +4,15 @@ and load, measured in this one invocation.
 
 Servers, started one at a time with the same environment (``OMP_NUM_THREADS=--threads``):
 
-  ours       our server (``inference/cli.py --model ... --device D``)
+  ours       our server (``inference/cli.py --model ... --device D --precision P``)
   hf         ``transformers serve MODEL --device D --dtype T`` (its default, no batching)
   hf_cb      ``transformers serve ... --continuous-batching`` (its paged-attention batching)
 
-D is ``--device`` resolved once (``foundation.device``); T is the dtype our server reports in
-``/models/info`` for that device, so both sides run the same numerics. The servers named in
+D is ``--device`` resolved once (``foundation.device``); P is ``--precision`` (default auto, as
+``inference.precision``: bf16 on a CPU with native bf16); T is the dtype our server reports in
+``/models/info``, so both sides run the same numerics, unless a server is named with a dtype
+(``hf_cb:float32``): then that one runs in that dtype, and where several ``hf_cb`` variants run,
+the ratio against the best of them in each round is printed too. The servers named in
 ``--servers`` are all started first (an idle one uses no CPU) and each gets ``--warm`` untimed
 concurrent requests. Then for each concurrency in ``--clients`` (default 16 and 64), ``--rounds``
 times, each server in turn (who goes first rotates per round, so a noisy minute on a shared machine
@@ -26,7 +29,7 @@ concurrency; also ours with one client (``--sequential-requests``) as the no-bat
 Exits non-zero, printing no ratio, when ``transformers serve`` cannot start or any request fails.
 
     .venv/bin/python bench/serve_throughput.py [--clients 16,64] [--requests 2] [--max-tokens 32] [--threads 1]
-        [--servers ours,hf,hf_cb] [--rounds 1]
+        [--servers ours,hf,hf_cb[,hf_cb:float32]] [--rounds 1] [--precision auto|fp32|bf16]
 """
 from __future__ import annotations
 
@@ -132,17 +135,30 @@ def warm(url: str, a: argparse.Namespace) -> str:
     return mid
 
 
-def start_hf(stack: contextlib.ExitStack, model_dir: Path, cb: bool, device: str, dtype: str, env: dict,
-             tmp: Path) -> str:
-    """Start ``transformers serve`` (stopped when ``stack`` closes); returns its URL once healthy."""
+def hf_log_name(name: str, dtype: str) -> str:
+    """File name (no suffix) of server ``name``'s log: its kind and the dtype it runs in."""
+    kind, _, own_dtype = name.partition(":")
+    return f"{kind}-{own_dtype or dtype}"
+
+
+def start_hf(stack: contextlib.ExitStack, model_dir: Path, name: str, device: str, dtype: str, env: dict,
+             tmp: Path, cb_share: int = 1) -> str:
+    """Start ``transformers serve`` for server ``name`` (``hf``/``hf_cb``, optionally ``:dtype``;
+    stopped when ``stack`` closes); returns its URL once healthy. ``cb_share``: how many
+    continuous-batching servers run at once. Each sizes its paged KV cache to most of the free
+    memory by default, so two of them got the second one OOM-killed here; with several, each gets
+    ``--cb-max-memory-percent 0.8 / cb_share`` (still gigabytes of cache for this bench's load)."""
     exe = Path(sys.executable).with_name("transformers")
     if not exe.exists():
         raise BenchError(f"the transformers CLI is not installed next to {sys.executable}")
-    name = "hf_cb" if cb else "hf"
+    kind, _, own_dtype = name.partition(":")
+    cb, dtype = kind == "hf_cb", own_dtype or dtype
     port = free_port()
     cmd = [str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", device,
            "--dtype", dtype, "--log-level", "warning"] + (["--continuous-batching"] if cb else [])
-    log_path = tmp / f"{name}.log"
+    if cb and cb_share > 1:
+        cmd += ["--cb-max-memory-percent", f"{0.8 / cb_share:.3f}"]
+    log_path = tmp / f"{hf_log_name(name, dtype)}.log"
     log = stack.enter_context(open(log_path, "wb"))
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     stack.callback(stop_process_group, proc, 20)
@@ -187,14 +203,18 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for every server")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda (resolved once, used by all servers)")
     ap.add_argument("--model", default=None, help="model folder (default: build the tiny model)")
-    ap.add_argument("--servers", default="ours,hf,hf_cb", help="which servers to measure (ours is always one)")
+    ap.add_argument("--servers", default="ours,hf,hf_cb",
+                    help="which servers to measure (ours is always one); hf_cb:float32 names a dtype")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                    help="our server's --precision (the others follow its dtype unless named with one)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="measurements per server and concurrency, the servers taking turns in each round")
     ap.add_argument("--sequential-requests", type=int, default=8, help="ours with one client (0: skip)")
     a = ap.parse_args()
     from foundation.device import resolve_device
     levels = [int(x) for x in a.clients.split(",") if x.strip()]
-    names = ["ours"] + [n for n in ("hf", "hf_cb") if n in a.servers.split(",")]
+    names = ["ours"] + [n for n in dict.fromkeys(x.strip() for x in a.servers.split(","))
+                        if n.partition(":")[0] in ("hf", "hf_cb")]
     device = resolve_device(a.device)
     tmp = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     runs: dict[str, list[dict]] = {}
@@ -213,7 +233,8 @@ def main() -> int:
         base = make_base_dir(tmp / "base", model_dir)
         with contextlib.ExitStack() as stack:
             srv = stack.enter_context(ServerProcess(base, "--model", str(model_dir), "--threads", str(a.threads),
-                                                    "--device", device, env={"OMP_NUM_THREADS": str(a.threads)}))
+                                                    "--device", device, "--precision", a.precision,
+                                                    env={"OMP_NUM_THREADS": str(a.threads)}))
             try:
                 srv.wait_ready(timeout=300)
             except (RuntimeError, TimeoutError) as e:
@@ -225,7 +246,8 @@ def main() -> int:
                 raise BenchError(f"our server runs on {info['device']}, asked for {device}")
             urls = {"ours": srv.url}
             for name in names[1:]:  # every server up (idle ones use no CPU) so that rounds can alternate
-                urls[name] = start_hf(stack, model_dir, name == "hf_cb", device, dtype, env, tmp)
+                urls[name] = start_hf(stack, model_dir, name, device, dtype, env, tmp,
+                                      cb_share=sum(n.startswith("hf_cb") for n in names))
             print(f"serve_throughput: device={device} dtype={dtype} clients={levels} requests/client={a.requests} "
                   f"max_tokens={a.max_tokens} threads={a.threads} rounds={a.rounds} servers={names} "
                   f"cpus={os.cpu_count()} packed_linears={info.get('packed_linears')}", flush=True)
@@ -235,7 +257,13 @@ def main() -> int:
                     order = names[r % len(names):] + names[:r % len(names)]  # who goes first rotates
                     for name in order:
                         before = thread_cpu(srv.proc.pid)
-                        res = asyncio.run(load(urls[name], mids[name], c, a.requests, a.max_tokens, a.count))
+                        try:
+                            res = asyncio.run(load(urls[name], mids[name], c, a.requests, a.max_tokens, a.count))
+                        except BenchError as e:  # say why: the server's own last words
+                            log = srv.log_path if name == "ours" else tmp / f"{hf_log_name(name, dtype)}.log"
+                            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else "(no log)"
+                            raise BenchError(f"{name}@{c} round {r + 1}: {e}\n--- {name}'s log ends with:\n{tail}") \
+                                from None
                         runs.setdefault(f"{name}@{c}", []).append(res)
                         if name == "ours":
                             after = thread_cpu(srv.proc.pid)
@@ -269,6 +297,12 @@ def main() -> int:
             print(f"ratio @{c} clients ours/{hf}: tokens/s {ours['tok_s'] / other['tok_s']:.2f}x "
                   f"(per round {' '.join(f'{x:.2f}' for x in per_round)}; median {median(per_round):.2f}x), "
                   f"p50 latency {ours['p50'] / other['p50']:.2f}x, p95 latency {ours['p95'] / other['p95']:.2f}x")
+        cbs = [n for n in names if n.startswith("hf_cb")]
+        if len(cbs) > 1:  # transformers serve at its best in each round, whichever dtype that was
+            best = [max(runs[f"{n}@{c}"][r]["tok_s"] for n in cbs) for r in range(a.rounds)]
+            per_round = [o["tok_s"] / b for o, b in zip(runs[f"ours@{c}"], best)]
+            print(f"ratio @{c} clients ours/best of {','.join(cbs)} in each round: median {median(per_round):.2f}x "
+                  f"(per round {' '.join(f'{x:.2f}' for x in per_round)})")
         if "ours@1" in results:
             print(f"ratio @{c} clients ours/ours@1 (batching gain): tokens/s "
                   f"{ours['tok_s'] / results['ours@1']['tok_s']:.2f}x")

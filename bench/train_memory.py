@@ -29,7 +29,7 @@ def child(side: str, model_dir: str, data: str, out: str, a: argparse.Namespace)
     from trainer.engine.memory import peak_cuda_bytes, peak_rss_bytes
     from foundation.device import resolve_device, resolve_precision
     a.device = resolve_device(a.device)
-    a.precision = resolve_precision(a.precision, a.device, training=True)
+    a.precision = resolve_precision(a.precision, a.device)
     a.hf_precision = a.precision
     t0 = time.perf_counter()
     if side == "engine":

@@ -245,7 +245,7 @@ def main() -> int:
     import torch
     from foundation.device import resolve_device, resolve_precision
     a.device = resolve_device(a.device)
-    a.precision = resolve_precision(a.precision, a.device, training=True)
+    a.precision = resolve_precision(a.precision, a.device)
     a.hf_precision = a.precision if a.hf_precision == "same" else a.hf_precision
     if a.threads:
         torch.set_num_threads(a.threads)

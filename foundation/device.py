@@ -4,11 +4,16 @@ Why one rule: the evaluator must score the same numeric model the server serves 
 give different greedy answers on the margin), and the engine's "auto" must mean the same thing.
 
   device "auto"      -> "cuda" when a CUDA device is visible, else "cpu"
-  precision "auto"   -> "bf16" on CUDA that supports it, else "fp32" (CPU, older GPUs); for
-                        *training* on a CPU with native bf16 (avx512_bf16 / amx_bf16), "bf16" too:
-                        mixed precision, fp32 master weights under bf16 autocast (1.3x the
-                        tokens/s of fp32 in bench/train_throughput.py here); checkpoints stay fp32, so evaluation and serving on
-                        the CPU keep scoring the fp32 model
+  precision "auto"   -> "bf16" on CUDA that supports it and on a CPU with native bf16
+                        (avx512_bf16 / amx_bf16); else "fp32" (older GPUs, CPUs that would emulate
+                        bf16 slower than fp32). Training then runs mixed precision on the CPU: fp32
+                        master weights under bf16 autocast (1.3x the tokens/s of fp32 in
+                        bench/train_throughput.py here), so checkpoints stay fp32. Serving and
+                        evaluation load the weights in bf16, as vLLM's ``--dtype auto`` serves an
+                        fp32 checkpoint in half precision: on such a CPU the packed bf16 GEMMs are
+                        1.5-2x the fp32 ones (bench/serve_throughput.py --precision; the quality
+                        cost is measured by bench/serve_precision.py). ``inference.precision``
+                        "fp32" keeps serving and evaluation in fp32.
   "fp16"             -> for training: fp32 master weights + a grad scaler (so the model loads fp32);
                         for inference: weights in fp16
 torch is imported lazily so that importing this module stays cheap for torch-free daemons.
@@ -55,16 +60,17 @@ def _this_cpu_has_native_bf16() -> bool:
     return cpu_has_native_bf16()  # read once per process: the flags do not change
 
 
-def resolve_precision(precision: str, device: str, *, training: bool = False) -> str:
-    """``bf16`` / ``fp16`` / ``fp32`` for ``precision`` on ``device`` (``auto`` resolved; see the
-    module docstring for the training-only CPU rule)."""
+def resolve_precision(precision: str, device: str) -> str:
+    """``bf16`` / ``fp16`` / ``fp32`` for ``precision`` on ``device`` (``auto`` resolved as the
+    module docstring says; training and inference get the same answer, and ``load_dtype`` says
+    what each loads for it)."""
     if precision not in (None, "", "auto"):
         return precision
     if str(device).startswith("cuda"):
         import torch
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return "bf16"
-    if training and device == "cpu" and _this_cpu_has_native_bf16():
+    if device == "cpu" and _this_cpu_has_native_bf16():
         return "bf16"
     return "fp32"
 

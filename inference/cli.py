@@ -23,6 +23,8 @@ import click
 @click.option("--model", "model_path", default=None,
               help="Serve this model folder at start instead of models/deployed/current.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
+              help="Weights' precision (default: inference.precision; auto = bf16 where the device computes it natively).")
 @click.option("--max-batch-size", type=int, default=None, help="Requests decoded together.")
 @click.option("--max-queue", type=int, default=None, help="Waiting requests before answering 429.")
 @click.option("--batch-wait-ms", type=float, default=None, help="Batch gathering window in milliseconds.")
@@ -32,7 +34,7 @@ import click
               help="Start with no model (503) when nothing is deployed, instead of serving the base model.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def serve_command(base_dir, host, port, model_path, device, max_batch_size, max_queue, batch_wait_ms,
+def serve_command(base_dir, host, port, model_path, device, precision, max_batch_size, max_queue, batch_wait_ms,
                   num_threads, no_base_fallback, log_level) -> None:
     """Serve the deployed model over an OpenAI-compatible HTTP API (hot reload, batching)."""
     from trainer.config.loader import ConfigError
@@ -43,7 +45,7 @@ def serve_command(base_dir, host, port, model_path, device, max_batch_size, max_
     setup_logging(Paths.from_base(base_dir).logs, None, file_name="inference_server", level=log_level)  # rotated daily
     try:
         settings = ServerSettings.from_config(
-            base_dir, host=host, port=port, initial_model=model_path, device=device,
+            base_dir, host=host, port=port, initial_model=model_path, device=device, precision=precision,
             max_batch_size=max_batch_size, max_queue=max_queue, batch_wait_ms=batch_wait_ms, num_threads=num_threads,
             serve_base_model_when_empty=False if no_base_fallback else None)
     except ConfigError as e:

@@ -123,7 +123,7 @@ def read_model_meta(folder: Path) -> dict:
 
 
 # ------------------------------------------------------------------ loading
-def load_model(folder: str | Path, *, version: str, model_id: str, device: str = "auto",
+def load_model(folder: str | Path, *, version: str, model_id: str, device: str = "auto", precision: str = "auto",
                profile_name: str = "plain", profile_options: dict | None = None,
                system_prompt: str | None = None, trust_remote_code: bool = False) -> LoadedModel:
     """Load a HF causal LM folder (safetensors only) ready for the batcher."""
@@ -135,7 +135,7 @@ def load_model(folder: str | Path, *, version: str, model_id: str, device: str =
     folder = Path(folder)
     # foundation.device's rule, so that the evaluator scores the same numeric model as served here
     dev = resolve_device(device, key="inference.device")
-    dtype = model_dtype(dev)
+    dtype = model_dtype(dev, precision)
     if not any(folder.glob("*.safetensors")):
         raise ValueError(f"{folder} has no *.safetensors weights (only safetensors are loaded)")
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)

@@ -158,7 +158,7 @@ class ServerState:
             previous = self.engine.version if self.engine else None
             t0 = time.perf_counter()
             try:
-                engine = self.loader(folder, version=version, model_id=s.model_id, device=s.device,
+                engine = self.loader(folder, version=version, model_id=s.model_id, device=s.device, precision=s.precision,
                                      profile_name=s.profile_name, profile_options=s.profile_options,
                                      system_prompt=s.system_prompt, trust_remote_code=s.trust_remote_code)
             except Exception as e:  # noqa: BLE001 - report, keep serving the old model

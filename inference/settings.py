@@ -21,6 +21,7 @@ class ServerSettings:
     api_key: str = ""
     admin_api_key: str = ""
     device: str = "auto"
+    precision: str = "auto"                # foundation.device's rule; the evaluator uses the same key
     max_batch_size: int = 16
     max_queue: int = 256
     batch_wait_ms: float = 10.0
@@ -52,7 +53,7 @@ class ServerSettings:
         keys = resolve_inference_keys(cfg, paths.base, environ)  # environment > key file > config value
         s = cls(base_dir=paths.base, host=inf.host, port=inf.port,
                 api_key=keys.api_key, admin_api_key=keys.admin_api_key,
-                device=inf.device, max_batch_size=inf.max_batch_size, max_queue=inf.max_queue,
+                device=inf.device, precision=inf.precision, max_batch_size=inf.max_batch_size, max_queue=inf.max_queue,
                 batch_wait_ms=inf.batch_wait_ms, default_max_tokens=inf.default_max_tokens,
                 model_dir=inf.model_dir, model_id=cfg.model.model_name, profile_name=cfg.profile.name,
                 profile_options=dict(cfg.profile.options), system_prompt=cfg.profile.system_prompt,

@@ -51,6 +51,11 @@ def test_precedence_defaults_file_env_cli(tmp_path):
     ({"daemon": {"use_polling_observer": "yes"}}, ["'daemon.use_polling_observer'", "boolean"]),
     ({"training": 5}, ["'training' must be an object"]),
     ({"training": {"precision": "fp16", "device": "cpu"}}, ["fp16 needs CUDA"]),
+    ({"inference": {"precision": "half"}}, ["'inference.precision'", "'half'", "'bf16'", "'fp32'"]),
+    ({"inference": {"precision": "fp16", "device": "cpu"}}, ["'inference.precision' is 'fp16'", "'inference.device'",
+                                                            "fp16 needs CUDA"]),
+    ({"inference": {"precision": "fp16", "device": "cuda"}},  # the local evaluator loads it too, on the CPU
+     ["'inference.precision' is 'fp16'", "'evaluation.device' is 'cpu'"]),
 ])
 def test_errors_name_key_value_and_allowed(data, fragments):
     with pytest.raises(ConfigError) as ei:

@@ -20,7 +20,7 @@ import pytest
 
 from foundation.model_db import ModelDB
 from foundation.paths import Paths
-from syllo.suite import CURRENT_SUITE_VERSION
+from syllo.suite import CURRENT_SUITE_VERSION, REPO_SUITE_DIR, load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 N_ITEMS = 60
@@ -226,6 +226,29 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_local_evaluation_follows_inference_precision_and_bf16_scores_like_fp32(base_dir, trained_model):
+    """The local evaluator loads the checkpoint in ``inference.precision`` (what the server serves),
+    records it, and bf16 scores the trained model as fp32 does (same suite, greedy): the validation
+    loss within 2%, the accuracy within 5 points."""
+    from monitoring.evaluation.local_mode import evaluate_checkpoint
+    from trainer.config.loader import load_config
+    paths = _configure(base_dir)
+    served = paths.checkpoints / "syllo-job" / "step-00000030"
+    shutil.copytree(trained_model[0], served)
+    _write_info(served, 30, "syllo-job")
+    suite = load_suite(REPO_SUITE_DIR, max_items=N_ITEMS)
+    res = {}
+    for precision in ("fp32", "bf16"):
+        cfg = load_config(base_dir=base_dir, environ={"TRAINER__INFERENCE__PRECISION": precision})
+        res[precision] = evaluate_checkpoint(served, suite, cfg, base_dir=base_dir)
+    assert res["fp32"]["dtype"] == "float32" and res["bf16"]["dtype"] == "bfloat16"
+    f32, b16 = res["fp32"], res["bf16"]
+    assert f32["accuracy"] > 0.2, f32["accuracy"]  # a model worth comparing on
+    assert abs(b16["validation_loss"] - f32["validation_loss"]) <= 0.02 * f32["validation_loss"], \
+        (b16["validation_loss"], f32["validation_loss"])
+    assert abs(b16["accuracy"] - f32["accuracy"]) <= 0.05, (b16["accuracy"], f32["accuracy"])
 
 
 @pytest.mark.slow

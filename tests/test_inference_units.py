@@ -13,8 +13,36 @@ from inference.validation import parse_chat_request
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
+    """fp32: the batcher's tokens are compared exactly with ``model.generate`` (in bf16 a row's
+    rounding depends on what it is batched with, as in any bf16 server)."""
     from inference.model_loader import load_model
-    return load_model(tiny_model_dir, version="unit", model_id="tiny-qwen3", device="cpu")
+    return load_model(tiny_model_dir, version="unit", model_id="tiny-qwen3", device="cpu", precision="fp32")
+
+
+def test_precision_reaches_the_served_weights(tiny_model_dir, engine, tmp_path):
+    """``inference.precision`` (config, environment, ``--precision``) decides the served dtype; bf16
+    keeps the CPU fast paths (packed bf16 linears, the fast forward's self-check passes) and serves."""
+    import torch
+
+    from inference.batcher import Batcher, GenRequest
+    from inference.model_loader import load_model
+    from inference.settings import ServerSettings
+    from trainer.generation.fast_forward import fast_forward_for
+    assert engine.dtype == "float32" and next(engine.model.parameters()).dtype == torch.float32
+    assert ServerSettings.from_config(tmp_path, environ={"TRAINER__INFERENCE__PRECISION": "bf16"}).precision == "bf16"
+    assert ServerSettings.from_config(tmp_path, environ={}, precision="fp32").precision == "fp32"
+    b16 = load_model(tiny_model_dir, version="b", model_id="tiny-qwen3", device="cpu", precision="bf16")
+    assert b16.dtype == "bfloat16" and {p.dtype for p in b16.model.parameters()} == {torch.bfloat16}
+    assert b16.packed_linears == 4 * 7 + 1 and fast_forward_for(b16.model) is not None
+    ids = prompt_ids(b16, "Repeat #1: alpha beta gamma")
+    batcher = Batcher(max_batch_size=2, batch_wait_s=0.0).start()
+    try:
+        r = GenRequest(b16, ids, 8, Sink(), temperature=0.0)
+        batcher.submit(r)
+        assert r.sink.done.wait(120)
+    finally:
+        batcher.stop()
+    assert r.sink.error is None and r.sink.usage["completion_tokens"] > 0
 
 
 class Sink:

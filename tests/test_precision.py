@@ -1,6 +1,6 @@
-"""Training precision on the CPU: "auto" picks bf16 mixed precision where the CPU computes bf16 in
-hardware, keeps fp32 master weights (checkpoints stay fp32, so evaluation and serving score the fp32
-model), and inference on the CPU stays fp32."""
+"""Precision on the CPU: "auto" picks bf16 where the CPU computes bf16 in hardware. Training runs
+bf16 mixed precision over fp32 master weights (checkpoints stay fp32); serving and the local
+evaluator load bf16 weights, or fp32 when ``inference.precision`` says so."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,9 +32,10 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
 def test_auto_precision_on_cpu(monkeypatch, native):
     import torch
     monkeypatch.setattr(dev, "_this_cpu_has_native_bf16", lambda: native)
-    assert dev.resolve_precision("auto", "cpu", training=True) == ("bf16" if native else "fp32")
-    assert dev.resolve_precision("auto", "cpu") == "fp32"  # evaluation and serving: fp32 on the CPU
-    assert dev.resolve_precision("fp32", "cpu", training=True) == "fp32"  # an explicit choice wins
+    assert dev.resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    assert dev.resolve_precision("fp32", "cpu") == "fp32"  # an explicit choice wins
+    assert dev.model_dtype("cpu") == (torch.bfloat16 if native else torch.float32)  # serving, evaluation
+    assert dev.model_dtype("cpu", "fp32") == torch.float32
     assert dev.load_dtype("bf16", training=True, device="cpu") == torch.float32  # master weights
     assert dev.load_dtype("bf16", training=True, device="cuda") == torch.bfloat16
     assert dev.load_dtype("bf16") == torch.bfloat16

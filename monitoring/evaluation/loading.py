@@ -22,15 +22,17 @@ def _has_tokenizer(folder: Path) -> bool:
     return any((folder / n).exists() for n in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
 
 
-def load_checkpoint(folder: str | os.PathLike, device: str = "cpu", fallback_tokenizer: str | None = None):
+def load_checkpoint(folder: str | os.PathLike, device: str = "cpu", fallback_tokenizer: str | None = None,
+                    precision: str = "auto"):
     """(model in eval mode on ``device``, tokenizer) of a checkpoint folder (or any HF model folder).
-    ``device`` is a concrete one (``foundation.device.resolve_device``)."""
+    ``device`` is a concrete one (``foundation.device.resolve_device``); ``precision`` is
+    ``inference.precision``, so that the evaluator scores the model as the server serves it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     folder = Path(folder)
     mdir = model_dir_of(folder)
     if not (mdir / "config.json").is_file():
         raise FileNotFoundError(f"{mdir}: no config.json (not a model folder)")
-    model = AutoModelForCausalLM.from_pretrained(str(mdir), dtype=model_dtype(device))
+    model = AutoModelForCausalLM.from_pretrained(str(mdir), dtype=model_dtype(device, precision))
     model.to(device)
     model.eval()
     pack_linears(model)  # as the server does (``inference.model_loader``): the same numbers, faster

@@ -64,7 +64,9 @@ def evaluate_checkpoint(folder: str | os.PathLike, suite, cfg, *, device: str | 
     profile = load_profile(profile_name, options)
     system_prompt = profile.render_system_prompt(cfg.profile.system_prompt or None)
     dev = resolve_device(device or cfg.evaluation.device, key="evaluation.device")
-    model, tok = load_checkpoint(folder, dev, fallback_tokenizer=str(paths.resolve(cfg.model.model_path)))
+    model, tok = load_checkpoint(folder, dev, fallback_tokenizer=str(paths.resolve(cfg.model.model_path)),
+                                 precision=cfg.inference.precision)
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     try:
         res = evaluate_model(model, tok, suite, profile, profile_name=profile_name, system_prompt=system_prompt,
                              max_new_tokens=cfg.evaluation.max_new_tokens, batch_size=cfg.evaluation.batch_size,
@@ -74,5 +76,5 @@ def evaluate_checkpoint(folder: str | os.PathLike, suite, cfg, *, device: str | 
         if dev.startswith("cuda"):
             import torch
             torch.cuda.empty_cache()
-    res.update({"profile": profile_name, "device": dev, "mode": "local"})
+    res.update({"profile": profile_name, "device": dev, "dtype": dtype, "mode": "local"})
     return res

@@ -66,6 +66,7 @@ def score(items, profile, texts: list[str], expected_texts: list[str], prompts_u
 def record_result(db, checkpoint: str | os.PathLike, suite, res: dict) -> int:
     """Store ``res`` as the checkpoint's evaluation on ``suite`` (``ModelDB.record_evaluation``)."""
     details = {"profile": res.get("profile"), "mode": res.get("mode"), "device": res.get("device"),
+               "dtype": res.get("dtype"),
                "duration_s": res.get("duration_s"), "n_correct": res.get("n_correct"),
                "by_kind": res.get("by_kind"), "items": res.get("items"), "failures": res.get("failures")}
     return db.record_evaluation(checkpoint, suite.version, res["accuracy"], res["by_difficulty"], res["n_items"],

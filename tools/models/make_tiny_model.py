@@ -97,6 +97,15 @@ def build_tokenizer(seed: int, vocab_size: int):
     return fast
 
 
+def model_or_tiny(folder: str | Path | None, prefix: str = "bench-") -> Path:
+    """``folder`` when given, else the tiny model built (seed 0) in a new temporary folder: what a
+    benchmark's ``--model`` option means."""
+    if folder:
+        return Path(folder)
+    import tempfile
+    return build(Path(tempfile.mkdtemp(prefix=prefix)) / "tiny-qwen3", seed=0)
+
+
 def build(output: str | Path, seed: int = 0, vocab_size: int = 4096, hidden_size: int = 256,
           num_layers: int = 4, num_heads: int = 4, num_kv_heads: int = 2, intermediate_size: int = 768,
           max_positions: int = 2048) -> Path:

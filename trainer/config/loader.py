@@ -158,6 +158,10 @@ def _cross_checks(cfg: Config, problems: list[str]) -> None:
     if cfg.training.precision == "fp16" and cfg.training.device == "cpu":
         problems.append("'training.precision' is 'fp16' but 'training.device' is 'cpu'; "
                         "fp16 needs CUDA: use 'fp32' or 'bf16' on CPU")
+    if cfg.inference.precision == "fp16" and "cpu" in (cfg.inference.device, cfg.evaluation.device):
+        where = "inference.device" if cfg.inference.device == "cpu" else "evaluation.device"
+        problems.append(f"'inference.precision' is 'fp16' but '{where}' is 'cpu'; "
+                        "fp16 needs CUDA: use 'auto', 'fp32' or 'bf16' on CPU")
     if cfg.training.machine_rank >= cfg.training.num_machines:
         problems.append(f"'training.machine_rank' ({cfg.training.machine_rank}) must be below "
                         f"'training.num_machines' ({cfg.training.num_machines})")

@@ -249,6 +249,10 @@ class InferenceConfig:
     its owner (chmod 600). Used instead of admin_api_key; $INFERENCE_ADMIN_KEY overrides it."""
     device: str = f("auto", choices=["auto", "cpu", "cuda"])
     """Device for serving."""
+    precision: str = f("auto", choices=["auto", "fp32", "bf16", "fp16"])
+    """Numeric precision of the served weights, and of the local evaluator's (so that it scores
+    the model as served). auto = bf16 on CUDA that supports it and on a CPU with native bf16
+    (avx512_bf16/amx_bf16), else fp32; checkpoints stay fp32 either way. fp16 needs CUDA."""
     max_batch_size: int = f(64, min=1, max=1024)
     """Most requests decoded together."""
     max_queue: int = f(256, min=1)
@@ -280,7 +284,7 @@ class EvaluationConfig:
     mode: str = f("local", choices=["local", "server"])
     """Run the suite in-process (local) or through the inference server."""
     device: str = f("cpu", choices=["auto", "cpu", "cuda"])
-    """Device for local evaluation."""
+    """Device for local evaluation (in the precision ``inference.precision`` gives, as served)."""
     max_new_tokens: int = f(64, min=1)
     """Greedy decoding budget per suite item."""
     max_items: int = f(200, min=1)

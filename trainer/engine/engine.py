@@ -147,7 +147,7 @@ class TrainerEngine:
                 return self._result_from_checkpoint(job, out, resume_from, done, global_start, t_start)
 
         device = resolve_device(cfg.training.device, key="training.device")
-        precision = resolve_precision(cfg.training.precision, device, training=True)
+        precision = resolve_precision(cfg.training.precision, device)
         retained = retain_freed_memory() if cfg.training.retain_freed_memory else False
         model_path = job.model_path or cfg.model.model_path
         tokenizer = self._load_tokenizer(model_path)
