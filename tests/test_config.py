@@ -65,6 +65,10 @@ def test_errors_name_key_value_and_allowed(data, fragments):
         assert frag in msg, (frag, msg)
 
 
+def test_fp16_serving_on_cuda_with_the_evaluator_going_through_the_server_is_accepted():
+    validate_dict({"inference": {"precision": "fp16", "device": "cuda"}, "evaluation": {"mode": "server"}})
+
+
 def test_all_problems_reported_at_once():
     with pytest.raises(ConfigError) as ei:
         validate_dict({"training": {"seed": "a", "lr_scheduler": "cosin"}, "bogus": 1})

@@ -158,7 +158,8 @@ def _cross_checks(cfg: Config, problems: list[str]) -> None:
     if cfg.training.precision == "fp16" and cfg.training.device == "cpu":
         problems.append("'training.precision' is 'fp16' but 'training.device' is 'cpu'; "
                         "fp16 needs CUDA: use 'fp32' or 'bf16' on CPU")
-    if cfg.inference.precision == "fp16" and "cpu" in (cfg.inference.device, cfg.evaluation.device):
+    local_eval_cpu = cfg.evaluation.mode == "local" and cfg.evaluation.device == "cpu"
+    if cfg.inference.precision == "fp16" and (cfg.inference.device == "cpu" or local_eval_cpu):
         where = "inference.device" if cfg.inference.device == "cpu" else "evaluation.device"
         problems.append(f"'inference.precision' is 'fp16' but '{where}' is 'cpu'; "
                         "fp16 needs CUDA: use 'auto', 'fp32' or 'bf16' on CPU")
