@@ -135,16 +135,10 @@ def warm(url: str, a: argparse.Namespace) -> str:
     return mid
 
 
-def hf_log_name(name: str, dtype: str) -> str:
-    """File name (no suffix) of server ``name``'s log: its kind and the dtype it runs in."""
-    kind, _, own_dtype = name.partition(":")
-    return f"{kind}-{own_dtype or dtype}"
-
-
 def start_hf(stack: contextlib.ExitStack, model_dir: Path, name: str, device: str, dtype: str, env: dict,
-             tmp: Path, cb_share: int = 1) -> str:
+             tmp: Path, cb_share: int = 1) -> tuple[str, Path]:
     """Start ``transformers serve`` for server ``name`` (``hf``/``hf_cb``, optionally ``:dtype``;
-    stopped when ``stack`` closes); returns its URL once healthy. ``cb_share``: how many
+    stopped when ``stack`` closes); returns its URL once healthy, and its log. ``cb_share``: how many
     continuous-batching servers run at once. Each sizes its paged KV cache to most of the free
     memory by default, so two of them got the second one OOM-killed here; with several, each gets
     ``--cb-max-memory-percent 0.8 / cb_share`` (still gigabytes of cache for this bench's load)."""
@@ -158,7 +152,7 @@ def start_hf(stack: contextlib.ExitStack, model_dir: Path, name: str, device: st
            "--dtype", dtype, "--log-level", "warning"] + (["--continuous-batching"] if cb else [])
     if cb and cb_share > 1:
         cmd += ["--cb-max-memory-percent", f"{0.8 / cb_share:.3f}"]
-    log_path = tmp / f"{hf_log_name(name, dtype)}.log"
+    log_path = tmp / f"{kind}-{dtype}.log"
     log = stack.enter_context(open(log_path, "wb"))
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     stack.callback(stop_process_group, proc, 20)
@@ -167,7 +161,7 @@ def start_hf(stack: contextlib.ExitStack, model_dir: Path, name: str, device: st
         wait_health(url, proc, log_path)
     except BenchError as e:
         raise BenchError(f"`{' '.join(cmd)}` could not start: {e}") from None
-    return url
+    return url, log_path
 
 
 def thread_cpu(pid: int) -> tuple[float, float]:
@@ -244,10 +238,10 @@ def main() -> int:
             dtype = info["dtype"]
             if info["device"] != device:
                 raise BenchError(f"our server runs on {info['device']}, asked for {device}")
-            urls = {"ours": srv.url}
+            urls, logs = {"ours": srv.url}, {"ours": srv.log_path}
+            cb_share = sum(n.startswith("hf_cb") for n in names)
             for name in names[1:]:  # every server up (idle ones use no CPU) so that rounds can alternate
-                urls[name] = start_hf(stack, model_dir, name, device, dtype, env, tmp,
-                                      cb_share=sum(n.startswith("hf_cb") for n in names))
+                urls[name], logs[name] = start_hf(stack, model_dir, name, device, dtype, env, tmp, cb_share)
             print(f"serve_throughput: device={device} dtype={dtype} clients={levels} requests/client={a.requests} "
                   f"max_tokens={a.max_tokens} threads={a.threads} rounds={a.rounds} servers={names} "
                   f"cpus={os.cpu_count()} packed_linears={info.get('packed_linears')}", flush=True)
@@ -260,8 +254,7 @@ def main() -> int:
                         try:
                             res = asyncio.run(load(urls[name], mids[name], c, a.requests, a.max_tokens, a.count))
                         except BenchError as e:  # say why: the server's own last words
-                            log = srv.log_path if name == "ours" else tmp / f"{hf_log_name(name, dtype)}.log"
-                            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else "(no log)"
+                            tail = logs[name].read_text(errors="replace")[-3000:]
                             raise BenchError(f"{name}@{c} round {r + 1}: {e}\n--- {name}'s log ends with:\n{tail}") \
                                 from None
                         runs.setdefault(f"{name}@{c}", []).append(res)

@@ -10,10 +10,11 @@ give different greedy answers on the margin), and the engine's "auto" must mean 
                         master weights under bf16 autocast (1.3x the tokens/s of fp32 in
                         bench/train_throughput.py here), so checkpoints stay fp32. Serving and
                         evaluation load the weights in bf16, as vLLM's ``--dtype auto`` serves an
-                        fp32 checkpoint in half precision: on such a CPU the packed bf16 GEMMs are
-                        1.5-2x the fp32 ones (bench/serve_throughput.py --precision; the quality
-                        cost is measured by bench/serve_precision.py). ``inference.precision``
-                        "fp32" keeps serving and evaluation in fp32.
+                        fp32 checkpoint in half precision: on such a CPU the serving prefill is
+                        about 1.5x faster (bench/decode_step.py --precision bf16 against fp32;
+                        bench/serve_throughput.py --precision; the quality cost is measured by
+                        bench/serve_precision.py). ``inference.precision`` "fp32" keeps serving and
+                        evaluation in fp32.
   "fp16"             -> for training: fp32 master weights + a grad scaler (so the model loads fp32);
                         for inference: weights in fp16
 torch is imported lazily so that importing this module stays cheap for torch-free daemons.
