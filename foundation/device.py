@@ -93,6 +93,11 @@ def model_dtype(device: str, precision: str = "auto") -> Any:
     return load_dtype(resolve_precision(precision, device))
 
 
+def dtype_name(dtype: Any) -> str:
+    """A torch dtype as status files and evaluation records name it: ``float32``, ``bfloat16``."""
+    return str(dtype).replace("torch.", "")
+
+
 def relative_error(got: Any, want: Any) -> float:
     """Largest absolute difference over ``want``'s largest magnitude (NaN when either has a NaN)."""
     got, want = got.float(), want.float()

@@ -381,6 +381,21 @@ class ModelDB:
                                     (self.rel(checkpoint_path),)).fetchall()
         return [self._eval_dict(r, with_details) for r in rows]
 
+    def checkpoints_evaluated_in_other_dtype(self, suite_version: str, mode: str, dtype: str,
+                                             order: str = "global_step") -> list[dict]:
+        """Registered checkpoints whose newest evaluation on ``suite_version`` was made in ``mode``
+        with a dtype (``details.dtype``) other than ``dtype``, or with none recorded (evaluations
+        from before the dtype was recorded)."""
+        if order not in _CKPT_ORDERS:
+            raise ValueError(f"unknown order {order!r}")
+        rows = self._conn().execute(
+            "SELECT * FROM checkpoints c WHERE EXISTS (SELECT 1 FROM evaluations e WHERE e.id ="
+            " (SELECT MAX(e2.id) FROM evaluations e2 WHERE e2.checkpoint_id = c.id AND e2.suite_version = ?)"
+            " AND json_extract(e.details_json, '$.mode') = ?"
+            " AND COALESCE(json_extract(e.details_json, '$.dtype'), '') != ?)"
+            f" ORDER BY {_CKPT_ORDERS[order]}", (str(suite_version), mode, dtype)).fetchall()
+        return [self._ckpt_dict(r) for r in rows]
+
     def unevaluated_checkpoints(self, suite_version: str, order: str = "global_step") -> list[dict]:
         """Registered checkpoints with no evaluation on ``suite_version`` (whether or not the
         folder still exists: callers check, since training prunes old checkpoints)."""

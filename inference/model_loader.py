@@ -18,7 +18,7 @@ from typing import Any
 
 from foundation import deployed_versions
 from foundation.deployed_versions import BASE_VERSION, VersionError, read_current_version  # noqa: F401
-from foundation.device import model_dtype, resolve_device
+from foundation.device import dtype_name, model_dtype, resolve_device
 from foundation.paths import Paths, is_within
 from inference.errors import APIError, INVALID_REQUEST, NOT_FOUND
 from inference import profile_adapter
@@ -164,7 +164,7 @@ def load_model(folder: str | Path, *, version: str, model_id: str, device: str =
         model=model, tokenizer=tokenizer, profile=profile, model_id=model_id, version=version,
         path=folder.resolve(), global_step=step if isinstance(step, int) else None,
         loaded_at=time.time(), load_seconds=time.perf_counter() - t0,
-        parameters=sum(p.numel() for p in model.parameters()), dtype=str(dtype).replace("torch.", ""),
+        parameters=sum(p.numel() for p in model.parameters()), dtype=dtype_name(dtype),
         device=dev, profile_name=getattr(profile, "name", profile_name) or profile_name,
         system_prompt=system_prompt or None, context_window=ctx, eos_ids=frozenset(eos), pad_id=int(pad),
         stop_sequences=profile_adapter.stop_sequences(profile), cache_kwarg=cache_kwarg_name(model),

@@ -152,7 +152,7 @@ def test_trained_beats_base_ranked_first_damaged_flagged(base_dir, tiny_model_di
 
     # status/automated_testing.json
     st = json.loads(status_file.read_text())
-    for key in ("schema_version", "updated_at", "pid", "heartbeat_at", "state", "mode", "device", "profile",
+    for key in ("schema_version", "updated_at", "pid", "heartbeat_at", "state", "mode", "device", "dtype", "profile",
                 "interval", "started_at", "suite_version", "suite_dir", "n_suite_items", "current", "pending",
                 "n_pending", "evaluated_total", "last_result", "recent", "errors"):
         assert key in st, key
@@ -229,21 +229,29 @@ def _free_port() -> int:
 
 
 def test_local_evaluation_follows_inference_precision_and_bf16_scores_like_fp32(base_dir, trained_model):
-    """The local evaluator loads the checkpoint in ``inference.precision`` (what the server serves),
-    records it, and bf16 scores the trained model as fp32 does (same suite, greedy): the validation
-    loss within 2%, the accuracy within 5 points."""
-    from monitoring.evaluation.local_mode import evaluate_checkpoint
+    """The local evaluator loads the checkpoint in ``inference.precision`` (what the server serves)
+    and records it; after the precision changes, the daemon evaluates the kept checkpoint again, once,
+    so rankings compare the served numbers. bf16 scores the trained model as fp32 does (same suite,
+    greedy): the validation loss within 2%, the accuracy within 5 points."""
+    from monitoring.evaluation.daemon import AutomatedTester
     from trainer.config.loader import load_config
     paths = _configure(base_dir)
     served = paths.checkpoints / "syllo-job" / "step-00000030"
     shutil.copytree(trained_model[0], served)
     _write_info(served, 30, "syllo-job")
-    suite = load_suite(REPO_SUITE_DIR, max_items=N_ITEMS)
+    db = ModelDB(paths.model_db, base_dir=base_dir)
     res = {}
-    for precision in ("fp32", "bf16"):
+    for precision, dtype in (("fp32", "float32"), ("bf16", "bfloat16")):
         cfg = load_config(base_dir=base_dir, environ={"TRAINER__INFERENCE__PRECISION": precision})
-        res[precision] = evaluate_checkpoint(served, suite, cfg, base_dir=base_dir)
-    assert res["fp32"]["dtype"] == "float32" and res["bf16"]["dtype"] == "bfloat16"
+        tester = AutomatedTester(base_dir, cfg)
+        assert tester.run_once() == 1  # fp32: never evaluated; bf16: evaluated, but in float32
+        assert tester.run_once() == 0, precision  # evaluated in this dtype: not again
+        status = json.loads(paths.status_file("automated_testing.json").read_text())
+        assert status["dtype"] == dtype and status["n_pending"] == 0, status
+        res[precision] = db.evaluations_for(served)[-1]
+        assert res[precision]["details"]["dtype"] == dtype
+        assert db.latest_evaluations(CURRENT_SUITE_VERSION)[-1]["id"] == res[precision]["id"]  # ranked now
+    assert len(db.evaluations_for(served)) == 2
     f32, b16 = res["fp32"], res["bf16"]
     assert f32["accuracy"] > 0.2, f32["accuracy"]  # a model worth comparing on
     assert abs(b16["validation_loss"] - f32["validation_loss"]) <= 0.02 * f32["validation_loss"], \

@@ -103,8 +103,8 @@ def test_models_list_and_info(client, server):
     assert info["path"] == "models/deployed/v-api"
     for key in ("model_id", "profile", "loaded_at", "parameters", "dtype", "device"):
         assert info[key] not in (None, ""), key
-    from foundation.device import model_dtype
-    want = str(model_dtype("cpu")).replace("torch.", "")  # inference.precision "auto": bf16 on a native-bf16 CPU
+    from foundation.device import dtype_name, model_dtype
+    want = dtype_name(model_dtype("cpu"))  # inference.precision "auto": bf16 on a native-bf16 CPU
     assert info["parameters"] > 1_000_000 and info["device"] == "cpu" and info["dtype"] == want
     assert info["packed_linears"] == 4 * 7 + 1  # the CPU serves with oneDNN-prepacked weights
     assert httpx.get(server.url + "/health").json()["status"] == "ok"

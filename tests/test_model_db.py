@@ -89,6 +89,24 @@ def test_runs_files_and_evaluations(db, tmp_path):
     assert [e["accuracy"] for e in hist] == [0.25, 0.5] and hist[0]["details"] == {"failures": [1, 2, 3]}
 
 
+
+def test_checkpoints_whose_newest_local_evaluation_used_another_dtype(db, tmp_path):
+    ck = {n: tmp_path / f"models/checkpoints/j/step-{n:08d}" for n in (1, 2, 3, 4, 5)}
+    for n, path in ck.items():
+        db.register_checkpoint(path, n, "j", "a.jsonl")
+    db.record_evaluation(ck[1], "v", 0.5, {}, 4, details={"mode": "local", "dtype": "float32"})
+    db.record_evaluation(ck[2], "v", 0.5, {}, 4, details={"mode": "local", "dtype": "bfloat16"})
+    db.record_evaluation(ck[3], "v", 0.5, {}, 4, details={"mode": "local"})  # from before dtypes were kept
+    db.record_evaluation(ck[4], "v", 0.5, {}, 4, details={"mode": "server"})  # the server's own numbers
+    db.record_evaluation(ck[5], "v", 0.5, {}, 4, details={"mode": "local", "dtype": "float32"})
+    db.record_evaluation(ck[5], "v", 0.6, {}, 4, details={"mode": "local", "dtype": "bfloat16"})  # re-evaluated
+    db.record_evaluation(ck[2], "other", 0.5, {}, 4, details={"mode": "local", "dtype": "float32"})
+    other = db.checkpoints_evaluated_in_other_dtype("v", "local", "bfloat16", order="-global_step")
+    assert [c["global_step"] for c in other] == [3, 1]
+    assert [c["global_step"] for c in db.checkpoints_evaluated_in_other_dtype("v", "local", "float32")] == [2, 3, 5]
+    assert db.checkpoints_evaluated_in_other_dtype("none-yet", "local", "float32") == []
+
+
 _WORKER = r"""
 import sys, json
 sys.path.insert(0, {repo!r})

@@ -35,14 +35,18 @@ records it against the checkpoint the server reports.
 Discovery: complete checkpoints are folders ``models/checkpoints/<job>/step-<N>/`` holding
 ``checkpoint_info.json`` with ``"complete": true`` (a folder without it is being written: ignored);
 they are registered in the model registry (idempotent) and every registered checkpoint without an
-evaluation on the current suite version whose folder still exists is evaluated, newest first.
+evaluation on the current suite version whose folder still exists is evaluated, newest first. In
+local mode, a checkpoint whose newest evaluation loaded another dtype (``inference.precision``
+changed, or a record from before the dtype was kept) is evaluated again, after those, newest first:
+rankings then compare scores of the numbers the server serves.
 
 ``status/automated_testing.json`` (rewritten on every change and every
 ``monitoring.status_interval`` seconds as a heartbeat; all fields always present):
 
 * ``schema_version``, ``updated_at``, ``pid``, ``heartbeat_at``
 * ``state``: ``starting`` | ``idle`` | ``evaluating`` | ``stopped`` | ``error``
-* ``mode`` (local | server), ``device``, ``profile``, ``interval``, ``started_at``
+* ``mode`` (local | server), ``device``, ``dtype`` (local mode: what checkpoints load in; null in
+  server mode), ``profile``, ``interval``, ``started_at``
 * ``cpu_share``: local mode: ``{torch_threads, nice}`` in effect (``evaluation.num_threads``, ``evaluation.nice``)
 * ``suite_version`` (e.g. "syllo-v1"), ``suite_dir``, ``n_suite_items`` (items scored per checkpoint)
 * ``current``: null or ``{checkpoint, global_step, started_at}``
@@ -73,7 +77,7 @@ from foundation.logs import enable_stack_dumps
 from foundation.paths import Paths
 from foundation.status_io import utc_now_iso, write_status
 from monitoring.evaluation.checkpoints import discover_checkpoints, is_model_folder
-from monitoring.evaluation.local_mode import evaluate_checkpoint
+from monitoring.evaluation.local_mode import evaluate_checkpoint, evaluation_dtype
 from monitoring.evaluation.scoring import record_result
 from monitoring.evaluation.server_mode import evaluate_via_server, make_client, served_checkpoint
 
@@ -139,19 +143,34 @@ class AutomatedTester:
         self.attempts: dict[str, int] = {}
         self.client = client
         ev = self.cfg.evaluation
+        self.dtype = self._local_dtype() if ev.mode == "local" else None
         self.status = StatusKeeper(self.paths.status_file(STATUS_NAME), self.cfg.monitoring.status_interval, clock)
         self.status.doc.update({
             "state": "starting", "mode": ev.mode, "device": ev.device if ev.mode == "local" else "server",
-            "profile": self.cfg.profile.name, "interval": ev.interval, "started_at": utc_now_iso(clock),
+            "dtype": self.dtype, "profile": self.cfg.profile.name, "interval": ev.interval, "started_at": utc_now_iso(clock),
             "suite_version": self.suite.version, "suite_dir": str(self.suite.dir),
             "n_suite_items": len(self.suite.items), "current": None, "pending": [], "n_pending": 0,
             "evaluated_total": 0, "last_result": None, "recent": [], "errors": [],
         })
 
+    def _local_dtype(self) -> str | None:
+        try:
+            return evaluation_dtype(self.cfg)
+        except Exception:  # an unusable evaluation.device: each evaluation reports it as its error
+            return None
+
     # ------------------------------------------------------------------ one pass
     def pending(self) -> list[dict]:
+        """Checkpoints to evaluate, newest first: those with no evaluation on the suite, then (local
+        mode) those whose newest evaluation loaded another dtype than this evaluator does, so that
+        after an ``inference.precision`` change every kept checkpoint is scored as it is now served
+        and rankings compare like with like."""
+        todo = self.db.unevaluated_checkpoints(self.suite.version, order="-global_step")
+        if self.dtype is not None:
+            todo += self.db.checkpoints_evaluated_in_other_dtype(self.suite.version, "local", self.dtype,
+                                                                 order="-global_step")
         out = []
-        for c in self.db.unevaluated_checkpoints(self.suite.version, order="-global_step"):
+        for c in todo:
             if self.attempts.get(c["path"], 0) >= MAX_ATTEMPTS:
                 continue
             if not is_model_folder(Path(c["abs_path"])):

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from foundation.atomic_io import read_json
-from foundation.device import resolve_device
+from foundation.device import dtype_name, model_dtype, resolve_device
 from foundation.paths import Paths
 from monitoring.evaluation.checkpoints import CHECKPOINT_INFO
 from monitoring.evaluation.confidence import answer_confidence
@@ -53,6 +53,13 @@ def evaluate_model(model, tok, suite, profile, *, profile_name: str, system_prom
     return res
 
 
+def evaluation_dtype(cfg, device: str | None = None) -> str:
+    """The dtype a local evaluation loads checkpoints in (``inference.precision`` on the evaluation
+    device), named as results record it (``details.dtype``)."""
+    dev = resolve_device(device or cfg.evaluation.device, key="evaluation.device")
+    return dtype_name(model_dtype(dev, cfg.inference.precision))
+
+
 def evaluate_checkpoint(folder: str | os.PathLike, suite, cfg, *, device: str | None = None,
                         base_dir: str | os.PathLike | None = None) -> dict:
     """Load a checkpoint folder and score it on ``suite`` with the config's evaluation settings."""
@@ -66,7 +73,7 @@ def evaluate_checkpoint(folder: str | os.PathLike, suite, cfg, *, device: str | 
     dev = resolve_device(device or cfg.evaluation.device, key="evaluation.device")
     model, tok = load_checkpoint(folder, dev, fallback_tokenizer=str(paths.resolve(cfg.model.model_path)),
                                  precision=cfg.inference.precision)
-    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    dtype = dtype_name(next(model.parameters()).dtype)
     try:
         res = evaluate_model(model, tok, suite, profile, profile_name=profile_name, system_prompt=system_prompt,
                              max_new_tokens=cfg.evaluation.max_new_tokens, batch_size=cfg.evaluation.batch_size,
