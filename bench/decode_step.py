@@ -42,7 +42,7 @@ def main() -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from foundation.device import model_dtype
+    from foundation.device import dtype_name, model_dtype
     from tools.models.make_tiny_model import model_or_tiny
     from trainer.generation import fast_forward
     from trainer.generation.batch_generate import _Collect
@@ -96,7 +96,7 @@ def main() -> int:
                 times[v].append((p, d))
                 tokens[v] = toks
     print(f"decode_step: rows={a.rows} prompt tokens={sum(map(len, prompts))} steps={a.steps} rounds={a.rounds} "
-          f"threads={a.threads} model={Path(model_dir).name} dtype={str(dtype).replace('torch.', '')}")
+          f"threads={a.threads} model={Path(model_dir).name} dtype={dtype_name(dtype)}")
     med = {v: (statistics.median(x[0] for x in ts), statistics.median(x[1] for x in ts)) for v, ts in times.items()}
     for v in VARIANTS:
         p, d = med[v]

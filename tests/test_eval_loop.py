@@ -254,6 +254,7 @@ def test_local_evaluation_follows_inference_precision_and_bf16_scores_like_fp32(
     assert len(db.evaluations_for(served)) == 2
     f32, b16 = res["fp32"], res["bf16"]
     assert f32["accuracy"] > 0.2, f32["accuracy"]  # a model worth comparing on
+    assert b16["validation_loss"] != f32["validation_loss"]  # the weights really were loaded in another dtype
     assert abs(b16["validation_loss"] - f32["validation_loss"]) <= 0.02 * f32["validation_loss"], \
         (b16["validation_loss"], f32["validation_loss"])
     assert abs(b16["accuracy"] - f32["accuracy"]) <= 0.05, (b16["accuracy"], f32["accuracy"])

@@ -156,7 +156,7 @@ class AutomatedTester:
     def _local_dtype(self) -> str | None:
         try:
             return evaluation_dtype(self.cfg)
-        except Exception:  # an unusable evaluation.device: each evaluation reports it as its error
+        except ValueError:  # an unusable evaluation.device: each evaluation reports it as its error
             return None
 
     # ------------------------------------------------------------------ one pass

@@ -53,11 +53,16 @@ def evaluate_model(model, tok, suite, profile, *, profile_name: str, system_prom
     return res
 
 
+def evaluation_device(cfg, device: str | None = None) -> str:
+    """The concrete device a local evaluation runs on (``device``, else ``evaluation.device``)."""
+    return resolve_device(device or cfg.evaluation.device, key="evaluation.device")
+
+
 def evaluation_dtype(cfg, device: str | None = None) -> str:
     """The dtype a local evaluation loads checkpoints in (``inference.precision`` on the evaluation
-    device), named as results record it (``details.dtype``)."""
-    dev = resolve_device(device or cfg.evaluation.device, key="evaluation.device")
-    return dtype_name(model_dtype(dev, cfg.inference.precision))
+    device), named as results record it (``details.dtype``): the one value both the record and the
+    daemon's "evaluated in another dtype" check use."""
+    return dtype_name(model_dtype(evaluation_device(cfg, device), cfg.inference.precision))
 
 
 def evaluate_checkpoint(folder: str | os.PathLike, suite, cfg, *, device: str | None = None,
@@ -70,10 +75,9 @@ def evaluate_checkpoint(folder: str | os.PathLike, suite, cfg, *, device: str | 
     options = cfg.profile.options if profile_name == cfg.profile.name else {}
     profile = load_profile(profile_name, options)
     system_prompt = profile.render_system_prompt(cfg.profile.system_prompt or None)
-    dev = resolve_device(device or cfg.evaluation.device, key="evaluation.device")
+    dev = evaluation_device(cfg, device)
     model, tok = load_checkpoint(folder, dev, fallback_tokenizer=str(paths.resolve(cfg.model.model_path)),
                                  precision=cfg.inference.precision)
-    dtype = dtype_name(next(model.parameters()).dtype)
     try:
         res = evaluate_model(model, tok, suite, profile, profile_name=profile_name, system_prompt=system_prompt,
                              max_new_tokens=cfg.evaluation.max_new_tokens, batch_size=cfg.evaluation.batch_size,
@@ -83,5 +87,5 @@ def evaluate_checkpoint(folder: str | os.PathLike, suite, cfg, *, device: str | 
         if dev.startswith("cuda"):
             import torch
             torch.cuda.empty_cache()
-    res.update({"profile": profile_name, "device": dev, "dtype": dtype, "mode": "local"})
+    res.update({"profile": profile_name, "device": dev, "dtype": evaluation_dtype(cfg, dev), "mode": "local"})
     return res
